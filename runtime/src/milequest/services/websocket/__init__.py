@@ -1,0 +1,1 @@
+"""WebSocket service (filled in by the WebSocket work)."""
