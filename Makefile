@@ -16,7 +16,7 @@ export UV_NO_PROGRESS         := 1
 export JSII_NODE              := $(abspath node_modules/.bin/node)
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: help setup lint typecheck test test-fast dev synth deploy bench clean
+.PHONY: help setup browser lint typecheck test test-fast dev synth deploy bench clean
 
 help:
 	@echo "make dev    - install everything, then run the local stack (Ctrl-C stops it)"
@@ -25,7 +25,17 @@ help:
 	@echo "make deploy ENV=dev - cdk deploy one environment"
 	@echo "make bench  - run the benchmark scripts"
 
-setup: $(VENV)/.synced node_modules/.installed
+setup: $(VENV)/.synced node_modules/.installed browser
+
+# The browser test drives Debian's Chromium; install it when missing and we can.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "warning: could not install chromium; the browser test will be skipped"; \
+	  else echo "note: /usr/bin/chromium missing; the browser test will be skipped"; fi; \
+	fi
 
 $(UV):
 	python3 -m venv $(VENV)
