@@ -1,0 +1,178 @@
+"""The runtime's HTTP app: health, channel auth for clients and Pusher-format webhooks."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from milequest.services.errors import ServiceError
+from milequest.services.health import HealthState
+from milequest.services.registry import check_services_health, get_service
+from milequest.services.websocket import WebSocketService
+
+from .auth import (
+    Authenticator,
+    ChannelPolicy,
+    User,
+    allow_all_channels,
+    connection_token_authenticator,
+)
+from .webhooks import WebhookDispatcher, WebhookHandler
+
+logger = logging.getLogger("milequest.web")
+
+DEFAULT_HEALTH_SERVICES: tuple[str, ...] = ("websocket",)
+MAX_AUTH_BODY_BYTES = 16 * 1024
+
+# Error codes of the services that mean "the caller sent something wrong".
+_CLIENT_ERROR_CODES = frozenset(
+    {"INVALID_CHANNEL", "INVALID_SOCKET_ID", "INVALID_USER", "INVALID_EVENT", "INVALID_MESSAGE"}
+)
+
+
+def _error(status: int, message: str, code: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if code is not None:
+        body["code"] = code
+    return JSONResponse(body, status_code=status)
+
+
+def _service_error_response(exc: ServiceError) -> JSONResponse:
+    code = exc.code.value
+    if code in _CLIENT_ERROR_CODES:
+        return _error(400, exc.message, code)
+    if code in {"UNAUTHORIZED", "FORBIDDEN"}:
+        return _error(403, exc.message, code)
+    if code == "RATE_LIMITED":
+        return _error(429, exc.message, code)
+    logger.warning("service error: %s", exc)
+    return _error(503 if exc.retryable else 500, "the service failed", code)
+
+
+async def _auth_fields(request: Request) -> dict[str, str] | JSONResponse:
+    """``socket_id``/``channel_name`` from a form (as pusher-js posts them) or JSON body."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if int(request.headers.get("content-length") or 0) > MAX_AUTH_BODY_BYTES:
+        return _error(413, "request body too large")
+    fields: Mapping[str, Any]
+    if content_type == "application/json":
+        try:
+            parsed = json.loads(await request.body())
+        except ValueError:
+            return _error(400, "body is not valid JSON")
+        if not isinstance(parsed, dict):
+            return _error(400, "body must be a JSON object")
+        fields = parsed
+    elif content_type in {"application/x-www-form-urlencoded", "multipart/form-data"}:
+        form = await request.form()
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    else:
+        return _error(415, "send application/x-www-form-urlencoded or application/json")
+    missing = [name for name in ("socket_id", "channel_name") if not fields.get(name)]
+    if missing:
+        return _error(400, f"missing field(s): {', '.join(missing)}")
+    values = {name: fields[name] for name in ("socket_id", "channel_name")}
+    if not all(isinstance(v, str) for v in values.values()):
+        return _error(400, "socket_id and channel_name must be strings")
+    return values
+
+
+def _websocket() -> WebSocketService:
+    service = get_service("websocket")
+    if not isinstance(service, WebSocketService):
+        raise TypeError(f"the registered websocket service is a {type(service).__name__}")
+    return service
+
+
+async def _resolve_user(authenticator: Authenticator, request: Request) -> User | None:
+    if inspect.iscoroutinefunction(authenticator):
+        result = await authenticator(request)
+    else:
+        result = await run_in_threadpool(authenticator, request)
+    if inspect.isawaitable(result):
+        result = await result
+    return cast("User | None", result)
+
+
+def create_app(
+    *,
+    authenticator: Authenticator | None = None,
+    channel_policy: ChannelPolicy | None = None,
+    webhook_handlers: Mapping[str, Iterable[WebhookHandler]] | None = None,
+    health_services: Sequence[str] | None = DEFAULT_HEALTH_SERVICES,
+    debug: bool = False,
+) -> Starlette:
+    """Build the HTTP app.
+
+    - ``authenticator``: ``(request) -> user | None`` (sync or async); default: a bearer
+      connection token verified with the WebSocket app secret.
+    - ``channel_policy``: ``(user, channel) -> bool``; default: allow.
+    - ``webhook_handlers``: handlers by webhook event name (``"*"`` for every event); more
+      can be added later through ``app.state.webhooks``.
+    - ``health_services``: the services ``/healthz`` checks (None: those initialized).
+
+    Services come from the registry (``get_service``) at request time, so tests can
+    ``register_service``/``override_service`` them.
+    """
+    resolve = authenticator or connection_token_authenticator
+    may_join = channel_policy or allow_all_channels
+    dispatcher = WebhookDispatcher(webhook_handlers)
+
+    async def healthz(request: Request) -> JSONResponse:
+        report = await run_in_threadpool(check_services_health, health_services)
+        status = 503 if report.status is HealthState.UNHEALTHY else 200
+        return JSONResponse(report.model_dump(mode="json"), status_code=status)
+
+    async def realtime_auth(request: Request) -> JSONResponse:
+        fields = await _auth_fields(request)
+        if isinstance(fields, JSONResponse):
+            return fields
+        user = await _resolve_user(resolve, request)
+        if user is None:
+            return _error(403, "not authenticated")
+        channel = fields["channel_name"]
+        if not await run_in_threadpool(may_join, user, channel):
+            return _error(403, f"not allowed on {channel}")
+        try:
+            service = await run_in_threadpool(_websocket)
+            signed = await run_in_threadpool(
+                service.authenticate_channel, fields["socket_id"], channel, user
+            )
+        except ServiceError as exc:
+            return _service_error_response(exc)
+        return JSONResponse(signed)
+
+    async def pusher_webhook(request: Request) -> JSONResponse:
+        body = await request.body()
+        try:
+            service = await run_in_threadpool(_websocket)
+            events = await run_in_threadpool(service.parse_webhook, dict(request.headers), body)
+        except ServiceError as exc:
+            if exc.code.value == "INVALID_WEBHOOK":
+                return _error(401, exc.message, exc.code.value)
+            return _service_error_response(exc)
+        handled, failed = await dispatcher.dispatch(events)
+        if failed:
+            # A non-2xx answer makes the sender retry the webhook later.
+            return _error(500, f"{failed} webhook handler(s) failed")
+        return JSONResponse({"events": len(events), "handled": handled})
+
+    app = Starlette(
+        debug=debug,
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/realtime/auth", realtime_auth, methods=["POST"]),
+            Route("/webhooks/pusher", pusher_webhook, methods=["POST"]),
+        ],
+    )
+    app.state.webhooks = dispatcher
+    return app

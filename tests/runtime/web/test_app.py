@@ -1,0 +1,298 @@
+"""The HTTP app through a real ASGI client: channel auth, webhooks, health."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+from milequest.services import BaseService, HealthState, override_service, register_service
+from milequest.services.websocket import (
+    WebhookEvent,
+    WebSocketError,
+    WebSocketErrorCode,
+    create_websocket_service,
+    issue_connection_token,
+)
+from milequest.web import create_app
+from starlette.requests import Request
+from starlette.testclient import TestClient
+
+# Pusher's documented channel-auth vector.
+KEY = "278d425bdf160c739803"
+SECRET = "7ad3773142a6692b25b8"
+SOCKET_ID = "1234.1234"
+CHANNEL = "private-foobar"
+SIGNATURE = "58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"
+
+
+def _fixed_user(request: Request) -> str:
+    return "user-1"
+
+
+@pytest.fixture(params=["pusher", "mock"])
+def websocket_service(request: pytest.FixtureRequest) -> None:
+    if request.param == "pusher":
+        service = create_websocket_service(
+            "pusher", pusher_app_id="1", pusher_key=KEY, pusher_secret=SECRET
+        )
+    else:
+        service = create_websocket_service(
+            "mock", websocket_app_key=KEY, websocket_app_secret=SECRET
+        )
+    register_service("websocket", service)
+    return
+
+
+@pytest.fixture
+def client(websocket_service: None) -> Iterator[TestClient]:
+    with TestClient(create_app(authenticator=_fixed_user)) as test_client:
+        yield test_client
+
+
+# -- POST /realtime/auth --------------------------------------------------------------------
+
+
+def test_auth_matches_the_documented_pusher_vector_for_a_form_post(client: TestClient) -> None:
+    response = client.post("/realtime/auth", data={"socket_id": SOCKET_ID, "channel_name": CHANNEL})
+    assert response.status_code == 200
+    assert response.json() == {"auth": f"{KEY}:{SIGNATURE}"}
+
+
+def test_auth_accepts_a_json_body(client: TestClient) -> None:
+    response = client.post("/realtime/auth", json={"socket_id": SOCKET_ID, "channel_name": CHANNEL})
+    assert response.status_code == 200
+    assert response.json()["auth"] == f"{KEY}:{SIGNATURE}"
+
+
+def test_presence_auth_signs_the_returned_channel_data(websocket_service: None) -> None:
+    def member(request: Request) -> dict[str, Any]:
+        return {"user_id": "u-7", "user_info": {"name": "Ada"}}
+
+    with TestClient(create_app(authenticator=member)) as client:
+        response = client.post(
+            "/realtime/auth", data={"socket_id": SOCKET_ID, "channel_name": "presence-team"}
+        )
+    assert response.status_code == 200
+    body = response.json()
+    channel_data = body["channel_data"]
+    assert json.loads(channel_data) == {"user_id": "u-7", "user_info": {"name": "Ada"}}
+    expected = hmac.new(
+        SECRET.encode(), f"{SOCKET_ID}:presence-team:{channel_data}".encode(), hashlib.sha256
+    ).hexdigest()
+    assert body["auth"] == f"{KEY}:{expected}"
+
+
+def test_auth_without_a_user_is_forbidden(websocket_service: None) -> None:
+    with TestClient(create_app(authenticator=lambda request: None)) as client:
+        response = client.post(
+            "/realtime/auth", data={"socket_id": SOCKET_ID, "channel_name": CHANNEL}
+        )
+    assert response.status_code == 403
+
+
+def test_an_async_authenticator_is_awaited(websocket_service: None) -> None:
+    async def resolve(request: Request) -> str | None:
+        return "u-1" if request.headers.get("x-user") else None
+
+    with TestClient(create_app(authenticator=resolve)) as client:
+        fields = {"socket_id": SOCKET_ID, "channel_name": CHANNEL}
+        assert client.post("/realtime/auth", data=fields).status_code == 403
+        allowed = client.post("/realtime/auth", data=fields, headers={"x-user": "1"})
+    assert allowed.status_code == 200
+
+
+def test_the_channel_policy_can_refuse_a_channel(websocket_service: None) -> None:
+    app = create_app(
+        authenticator=_fixed_user, channel_policy=lambda user, channel: channel.endswith("-own")
+    )
+    with TestClient(app) as client:
+        refused = client.post(
+            "/realtime/auth", data={"socket_id": SOCKET_ID, "channel_name": CHANNEL}
+        )
+        allowed = client.post(
+            "/realtime/auth", data={"socket_id": SOCKET_ID, "channel_name": "private-own"}
+        )
+    assert refused.status_code == 403
+    assert allowed.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        ({"socket_id": SOCKET_ID}, 400),
+        ({"channel_name": CHANNEL}, 400),
+        ({"socket_id": SOCKET_ID, "channel_name": "private-bad name!"}, 400),
+        ({"socket_id": "not a socket!", "channel_name": CHANNEL}, 400),
+        ({"socket_id": SOCKET_ID, "channel_name": "public-channel"}, 400),
+    ],
+)
+def test_bad_auth_requests_get_400(client: TestClient, fields: dict[str, str], status: int) -> None:
+    response = client.post("/realtime/auth", data=fields)
+    assert response.status_code == status
+    assert "error" in response.json()
+
+
+def test_auth_rejects_other_content_types_and_bad_json(client: TestClient) -> None:
+    plain = client.post(
+        "/realtime/auth", content=b"socket_id=1", headers={"content-type": "text/plain"}
+    )
+    broken = client.post(
+        "/realtime/auth", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    listed = client.post("/realtime/auth", json=[SOCKET_ID, CHANNEL])
+    assert (plain.status_code, broken.status_code, listed.status_code) == (415, 400, 400)
+
+
+def test_default_authenticator_takes_a_bearer_connection_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEBSOCKET_APP_KEY", KEY)
+    monkeypatch.setenv("WEBSOCKET_APP_SECRET", SECRET)
+    register_service("websocket", create_websocket_service("mock"))
+    token = issue_connection_token("user-42")
+    fields = {"socket_id": SOCKET_ID, "channel_name": CHANNEL}
+    with TestClient(create_app()) as client:
+        missing = client.post("/realtime/auth", data=fields)
+        forged = client.post(
+            "/realtime/auth", data=fields, headers={"Authorization": f"Bearer {token}x"}
+        )
+        good = client.post(
+            "/realtime/auth", data=fields, headers={"Authorization": f"Bearer {token}"}
+        )
+    assert missing.status_code == 403
+    assert forged.status_code == 403
+    assert good.status_code == 200
+    assert good.json() == {"auth": f"{KEY}:{SIGNATURE}"}
+
+
+# -- POST /webhooks/pusher ------------------------------------------------------------------
+
+
+def _webhook(events: list[dict[str, Any]], *, secret: str = SECRET, age_s: float = 0) -> tuple:
+    body = json.dumps({"time_ms": int((time.time() - age_s) * 1000), "events": events}).encode()
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Pusher-Key": KEY,
+        "X-Pusher-Signature": signature,
+    }
+    return headers, body
+
+
+def test_a_signed_webhook_is_dispatched_to_the_handlers_of_its_events(
+    websocket_service: None,
+) -> None:
+    seen: list[tuple[str, WebhookEvent]] = []
+    app = create_app(
+        webhook_handlers={"member_added": [lambda event: seen.append(("added", event))]}
+    )
+
+    @app.state.webhooks.on("*")
+    async def every(event: WebhookEvent) -> None:
+        seen.append(("any", event))
+
+    headers, body = _webhook(
+        [
+            {"name": "member_added", "channel": "presence-team", "user_id": "u-1"},
+            {"name": "channel_vacated", "channel": "presence-team"},
+        ]
+    )
+    with TestClient(app) as client:
+        response = client.post("/webhooks/pusher", content=body, headers=headers)
+    assert response.status_code == 200
+    assert response.json() == {"events": 2, "handled": 3}
+    assert [(tag, e.name) for tag, e in seen] == [
+        ("added", "member_added"),
+        ("any", "member_added"),
+        ("any", "channel_vacated"),
+    ]
+    assert seen[0][1].user_id == "u-1"
+
+
+@pytest.mark.parametrize("problem", ["signature", "secret", "missing", "stale"])
+def test_a_webhook_that_is_not_valid_is_rejected_with_401(client: TestClient, problem: str) -> None:
+    events = [{"name": "channel_occupied", "channel": "private-a"}]
+    headers, body = _webhook(
+        events, secret="wrong" if problem == "secret" else SECRET, age_s=900 * (problem == "stale")
+    )
+    if problem == "signature":
+        body = body.replace(b"private-a", b"private-b")
+    if problem == "missing":
+        del headers["X-Pusher-Signature"]
+    response = client.post("/webhooks/pusher", content=body, headers=headers)
+    assert response.status_code == 401
+
+
+def test_a_failing_webhook_handler_answers_500_so_the_sender_retries(
+    websocket_service: None,
+) -> None:
+    def broken(event: WebhookEvent) -> None:
+        raise RuntimeError("database down")
+
+    headers, body = _webhook([{"name": "channel_occupied", "channel": "private-a"}])
+    with TestClient(create_app(webhook_handlers={"channel_occupied": [broken]})) as client:
+        response = client.post("/webhooks/pusher", content=body, headers=headers)
+    assert response.status_code == 500
+    assert "database down" not in response.text
+
+
+# -- GET /healthz ---------------------------------------------------------------------------
+
+
+class _Probed(BaseService):
+    service_name: ClassVar[str] = "websocket"
+    provider_name: ClassVar[str] = "probe"
+    error_type: ClassVar[type[WebSocketError]] = WebSocketError
+    error_codes: ClassVar[type[WebSocketErrorCode]] = WebSocketErrorCode
+
+    def __init__(self, state: HealthState | Exception) -> None:
+        super().__init__()
+        self.state = state
+
+    def _probe(self) -> tuple[HealthState, dict[str, Any]]:
+        if isinstance(self.state, Exception):
+            raise self.state
+        return self.state, {"probe": "ran"}
+
+
+@pytest.mark.parametrize(
+    ("state", "status"),
+    [
+        (HealthState.HEALTHY, 200),
+        (HealthState.DEGRADED, 200),
+        (HealthState.UNHEALTHY, 503),
+        (ConnectionError("table unreachable"), 503),
+    ],
+)
+def test_health_reports_the_registry_and_answers_503_when_unhealthy(
+    state: HealthState | Exception, status: int
+) -> None:
+    with override_service("websocket", _Probed(state)), TestClient(create_app()) as client:
+        response = client.get("/healthz")
+    assert response.status_code == status
+    report = response.json()
+    assert report["services"]["websocket"]["provider"] == "probe"
+    expected = state.value if isinstance(state, HealthState) else "unhealthy"
+    assert report["status"] == expected
+
+
+def test_health_is_503_when_the_websocket_service_is_not_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEBSOCKET_PROVIDER", "apigateway")  # without its table and endpoint
+    with TestClient(create_app()) as client:
+        response = client.get("/healthz")
+    assert response.status_code == 503
+    assert "CONNECTIONS_TABLE" in response.json()["services"]["websocket"]["details"]["error"]
+
+
+def test_the_module_level_app_serves_health() -> None:
+    from milequest.web import app
+
+    with override_service("websocket", _Probed(HealthState.HEALTHY)), TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
