@@ -13,6 +13,7 @@ from .health import HealthReport, HealthState, HealthStatus
 
 if TYPE_CHECKING:
     from .email import EmailService
+    from .websocket import WebSocketService
 
 ServiceName = Literal["email", "websocket"]
 
@@ -42,6 +43,8 @@ def _create(name: str) -> BaseService:
 
 @overload
 def get_service(name: Literal["email"]) -> EmailService: ...
+@overload
+def get_service(name: Literal["websocket"]) -> WebSocketService: ...
 @overload
 def get_service(name: str) -> BaseService: ...
 def get_service(name: str) -> Any:

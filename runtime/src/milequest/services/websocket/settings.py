@@ -1,0 +1,130 @@
+"""WebSocket settings, read from the environment when the factory is called."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+
+from milequest.services.config import ServiceSettings, get_secret_json, load_settings
+
+from .errors import WebSocketError, WebSocketErrorCode
+
+ProviderName = Literal["pusher", "apigateway", "mock"]
+
+PUSHER_DEFAULT_MAX_PAYLOAD = 10 * 1024
+APIGATEWAY_MAX_PAYLOAD = 128 * 1024
+
+
+class WebSocketSettings(ServiceSettings):
+    """Every setting of every provider (each variable is named after the field)."""
+
+    websocket_provider: ProviderName = "apigateway"
+
+    # pusher
+    pusher_app_id: str | None = Field(default=None, pattern=r"^\d+$")
+    pusher_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("NEXT_PUBLIC_PUSHER_KEY", "PUSHER_KEY")
+    )
+    pusher_secret: str | None = None
+    pusher_cluster: str | None = None
+    pusher_host: str | None = None
+    pusher_port: int | None = Field(default=None, gt=0, lt=65536)
+    pusher_use_tls: bool = True
+    pusher_timeout: float = Field(default=5.0, gt=0)
+    pusher_secret_arn: str | None = None
+    pusher_max_payload_bytes: int = Field(default=PUSHER_DEFAULT_MAX_PAYLOAD, gt=0)
+
+    # apigateway
+    connections_table: str | None = None
+    apigw_management_endpoint: str | None = None
+    websocket_app_key: str | None = None
+    websocket_app_secret: str | None = None
+    websocket_secret_arn: str | None = None
+    websocket_webhook_url: str | None = None
+    websocket_fanout_concurrency: int = Field(default=64, ge=1, le=1000)
+    websocket_connection_ttl_seconds: int = Field(default=2 * 3600 + 600, ge=60)
+    websocket_max_attempts: int = Field(default=5, ge=1, le=20)
+    websocket_retry_mode: Literal["standard", "adaptive"] = "standard"
+
+    # mock
+    websocket_mock_latency_ms: float = Field(default=0.0, ge=0)
+
+
+def read_settings(overrides: dict[str, object] | None = None) -> WebSocketSettings:
+    """The settings now, with ``overrides`` (field names) on top."""
+    return load_settings(
+        WebSocketSettings, WebSocketError, WebSocketErrorCode.CONFIGURATION, overrides
+    )
+
+
+def app_credentials(settings: WebSocketSettings) -> tuple[str, str] | None:
+    """The app key and secret that sign channel auth, webhooks and connection tokens.
+
+    ``WEBSOCKET_APP_KEY`` / ``WEBSOCKET_APP_SECRET`` first, then ``WEBSOCKET_SECRET_ARN``
+    (JSON ``{"key", "secret"}``), then the Pusher credentials, so that one signature works
+    with whichever provider is configured when both share the credentials.
+    """
+    if settings.websocket_app_key and settings.websocket_app_secret:
+        return settings.websocket_app_key, settings.websocket_app_secret
+    if settings.websocket_secret_arn:
+        data = _secret(settings.websocket_secret_arn, "WEBSOCKET_SECRET_ARN")
+        key, secret = data.get("key"), data.get("secret")
+        if not isinstance(key, str) or not isinstance(secret, str) or not key or not secret:
+            raise WebSocketError(
+                WebSocketErrorCode.CONFIGURATION,
+                "WEBSOCKET_SECRET_ARN must hold a JSON object with string 'key' and 'secret'",
+            )
+        return key, secret
+    pusher = pusher_credentials(settings)
+    if pusher is not None:
+        return pusher["key"], pusher["secret"]
+    return None
+
+
+def pusher_credentials(settings: WebSocketSettings) -> dict[str, str] | None:
+    """``app_id``, ``key``, ``secret`` (and ``cluster`` when known) of the Pusher app."""
+    if settings.pusher_app_id and settings.pusher_key and settings.pusher_secret:
+        creds = {
+            "app_id": settings.pusher_app_id,
+            "key": settings.pusher_key,
+            "secret": settings.pusher_secret,
+        }
+        if settings.pusher_cluster:
+            creds["cluster"] = settings.pusher_cluster
+        return creds
+    if settings.pusher_secret_arn:
+        data = _secret(settings.pusher_secret_arn, "PUSHER_SECRET_ARN")
+        creds = {k: str(v) for k, v in data.items() if k in {"app_id", "key", "secret", "cluster"}}
+        if not all(creds.get(k) for k in ("app_id", "key", "secret")):
+            raise WebSocketError(
+                WebSocketErrorCode.CONFIGURATION,
+                "PUSHER_SECRET_ARN must hold a JSON object with app_id, key and secret",
+            )
+        if settings.pusher_cluster:
+            creds.setdefault("cluster", settings.pusher_cluster)
+        return creds
+    return None
+
+
+def _secret(arn: str, variable: str) -> dict[str, object]:
+    try:
+        return get_secret_json(arn)
+    except Exception as exc:
+        raise WebSocketError(
+            WebSocketErrorCode.CONFIGURATION,
+            f"{variable}: could not read secret {arn!r}: {type(exc).__name__}: {exc}",
+            cause=exc,
+        ) from None
+
+
+def require_app_credentials(settings: WebSocketSettings) -> tuple[str, str]:
+    """:func:`app_credentials`, or a CONFIGURATION error naming what to set."""
+    creds = app_credentials(settings)
+    if creds is None:
+        raise WebSocketError(
+            WebSocketErrorCode.CONFIGURATION,
+            "no app credentials: set WEBSOCKET_APP_KEY and WEBSOCKET_APP_SECRET, "
+            "WEBSOCKET_SECRET_ARN, or the Pusher credentials",
+        )
+    return creds

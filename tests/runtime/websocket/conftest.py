@@ -1,0 +1,171 @@
+"""Fixtures: moto (server mode), a local @connections endpoint, a local Pusher server."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import secrets
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import boto3
+import pytest
+from milequest.services.websocket.apigateway import (
+    TTL_ATTRIBUTE,
+    ApiGatewayWebSocketService,
+    table_definition,
+)
+from milequest.services.websocket.pusher import PusherWebSocketService
+from moto.server import ThreadedMotoServer
+
+from tests.conftest import free_port
+
+from .endpoints import (
+    ConnectionsState,
+    LocalServer,
+    PusherState,
+    start_connections_endpoint,
+    start_pusher_server,
+)
+
+APP_KEY = "app-key-123"
+APP_SECRET = "app-secret-456"
+PUSHER_APP_ID = "4242"
+STAGE = "local"
+_tables = itertools.count(1)
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def _connections_server() -> Iterator[tuple[LocalServer, ConnectionsState]]:
+    server, state = start_connections_endpoint()
+    yield server, state
+    server.stop()
+
+
+@pytest.fixture
+def connections(_connections_server: tuple[LocalServer, ConnectionsState]) -> ConnectionsState:
+    """The local @connections endpoint's state, fresh for each test."""
+    _connections_server[1].reset()
+    return _connections_server[1]
+
+
+@pytest.fixture
+def management_endpoint(_connections_server: tuple[LocalServer, ConnectionsState]) -> str:
+    return f"http://127.0.0.1:{_connections_server[0].port}/{STAGE}"
+
+
+@pytest.fixture
+def table(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new connections table built from ``table_definition()``, with TTL on."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", moto_endpoint)
+    name = f"connections-{next(_tables)}"
+    ddb = boto3.client("dynamodb", endpoint_url=moto_endpoint)
+    ddb.create_table(TableName=name, **table_definition())
+    ddb.update_time_to_live(
+        TableName=name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+    )
+    return name
+
+
+@pytest.fixture
+def webhook_sink() -> Iterator[WebhookSink]:
+    sink = WebhookSink()
+    yield sink
+    sink.stop()
+
+
+class WebhookSink:
+    """An HTTP endpoint recording the webhooks it receives (headers, body)."""
+
+    def __init__(self) -> None:
+        received: list[tuple[dict[str, str], bytes]] = []
+        self.received = received
+        self.event = threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                received.append((dict(self.headers.items()), body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self._server = LocalServer(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
+        self.url = f"http://127.0.0.1:{self._server.port}/hooks"
+
+    def events(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for _, body in self.received:
+            out.extend(json.loads(body)["events"])
+        return out
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+def new_connection_id() -> str:
+    """An id shaped like API Gateway's (``L0SM9cOFvHcCIhw=``)."""
+    return secrets.token_urlsafe(11)[:15] + "="
+
+
+@pytest.fixture
+def apigw(
+    table: str, management_endpoint: str, connections: ConnectionsState
+) -> Iterator[ApiGatewayWebSocketService]:
+    service = ApiGatewayWebSocketService(
+        table_name=table,
+        management_endpoint=management_endpoint,
+        app_key=APP_KEY,
+        app_secret=APP_SECRET,
+        concurrency=16,
+        max_attempts=3,
+    )
+    yield service
+    service.close()
+
+
+@pytest.fixture(scope="session")
+def _pusher_server() -> Iterator[tuple[LocalServer, PusherState]]:
+    server, state = start_pusher_server(PUSHER_APP_ID, APP_KEY, APP_SECRET)
+    yield server, state
+    server.stop()
+
+
+@pytest.fixture
+def pusher_state(_pusher_server: tuple[LocalServer, PusherState]) -> PusherState:
+    _pusher_server[1].reset()
+    return _pusher_server[1]
+
+
+@pytest.fixture
+def pusher_port(_pusher_server: tuple[LocalServer, PusherState]) -> int:
+    return _pusher_server[0].port
+
+
+@pytest.fixture
+def pusher_service(pusher_state: PusherState, pusher_port: int) -> PusherWebSocketService:
+    return PusherWebSocketService(
+        app_id=PUSHER_APP_ID,
+        key=APP_KEY,
+        secret=APP_SECRET,
+        host="127.0.0.1",
+        port=pusher_port,
+        use_tls=False,
+    )

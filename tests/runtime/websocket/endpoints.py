@@ -1,0 +1,326 @@
+"""Local HTTP servers speaking the providers' wire protocols, for the tests."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+_CONNECTIONS_PATH = re.compile(r"\A/(?P<stage>[^/]+)/@connections/(?P<id>[^/?]+)\Z")
+
+
+@dataclass
+class ConnectionsState:
+    """What the local ``@connections`` endpoint knows and saw."""
+
+    posts: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
+    gone: set[str] = field(default_factory=set)
+    throttle: dict[str, int] = field(default_factory=dict)
+    forbid: bool = False
+    requests: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.posts.clear()
+            self.gone.clear()
+            self.throttle.clear()
+            self.forbid = False
+            self.requests = 0
+
+    def frames(self, connection_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [json.loads(b) for b in self.posts.get(connection_id, [])]
+
+
+class _ConnectionsHandler(BaseHTTPRequestHandler):
+    """API Gateway's management API: POST/GET/DELETE /{stage}/@connections/{id}.
+
+    Answers 410 ``GoneException`` for closed connections and 429
+    ``LimitExceededException`` (as AWS does, with ``x-amzn-ErrorType``) while throttled.
+    """
+
+    protocol_version = "HTTP/1.1"
+    server: _ConnectionsServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def _answer(self, status: int, body: dict[str, Any] | None = None, error: str = "") -> None:
+        raw = json.dumps(body or {}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        if error:
+            self.send_header("x-amzn-ErrorType", error)
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _route(self) -> str | None:
+        match = _CONNECTIONS_PATH.match(urlsplit(self.path).path)
+        if match is None:
+            self._answer(404, {"message": "Not Found"})
+            return None
+        state = self.server.state
+        connection_id = unquote(match.group("id"))
+        with state.lock:
+            state.requests += 1
+            if state.forbid:
+                self._answer(403, {"message": "Forbidden"}, "ForbiddenException")
+                return None
+            if state.throttle.get(connection_id, 0) > 0:
+                state.throttle[connection_id] -= 1
+                self._answer(429, {"message": "Rate exceeded"}, "LimitExceededException")
+                return None
+            if connection_id in state.gone:
+                self._answer(410, {"message": "Gone"}, "GoneException")
+                return None
+        return connection_id
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        data = self.rfile.read(length)
+        connection_id = self._route()
+        if connection_id is None:
+            return
+        with self.server.state.lock:
+            self.server.state.posts[connection_id].append(data)
+        self._answer(200)
+
+    def do_GET(self) -> None:
+        connection_id = self._route()
+        if connection_id is not None:
+            self._answer(200, {"connectedAt": "2024-01-01T00:00:00Z", "identity": {}})
+
+    def do_DELETE(self) -> None:
+        connection_id = self._route()
+        if connection_id is not None:
+            with self.server.state.lock:
+                self.server.state.gone.add(connection_id)
+            self._answer(204)
+
+
+class _ConnectionsServer(ThreadingHTTPServer):
+    daemon_threads = True
+    state: ConnectionsState
+
+
+class LocalServer:
+    """A threaded HTTP server on a free loopback port, stopped by :meth:`stop`."""
+
+    def __init__(self, server: ThreadingHTTPServer) -> None:
+        self.server = server
+        self.thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_connections_endpoint() -> tuple[LocalServer, ConnectionsState]:
+    server = _ConnectionsServer(("127.0.0.1", 0), _ConnectionsHandler)
+    server.state = ConnectionsState()
+    return LocalServer(server), server.state
+
+
+# -- Pusher REST API ---------------------------------------------------------------------------
+
+
+@dataclass
+class PusherState:
+    """A Pusher app as the local server models it: subscribers and what they received."""
+
+    app_id: str
+    key: str
+    secret: str
+    max_payload: int = 10 * 1024
+    # channel -> socket_id -> user_id (presence) or None
+    channels: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    received: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    rejected_signatures: int = 0
+    fail_status: int | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.channels.clear()
+            self.received.clear()
+            self.requests.clear()
+            self.rejected_signatures = 0
+            self.fail_status = None
+
+    def count(self, path_suffix: str) -> int:
+        with self.lock:
+            return sum(1 for _, p in self.requests if p.endswith(path_suffix))
+
+
+class _PusherHandler(BaseHTTPRequestHandler):
+    """The REST endpoints the provider uses, with Pusher's request-signature check."""
+
+    protocol_version = "HTTP/1.1"
+    server: _PusherServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def _answer(self, status: int, body: Any) -> None:
+        raw = (body if isinstance(body, str) else json.dumps(body)).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _verified(self, body: bytes) -> tuple[str, dict[str, str]] | None:
+        state = self.server.state
+        parts = urlsplit(self.path)
+        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+        signature = params.pop("auth_signature", "")
+        to_sign = "\n".join(
+            [self.command, parts.path, "&".join(f"{k}={v}" for k, v in sorted(params.items()))]
+        )
+        expected = hmac.new(state.secret.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
+        fresh = abs(time.time() - float(params.get("auth_timestamp", "0"))) < 600
+        md5_ok = (
+            params.get("body_md5", hashlib.md5(b"").hexdigest()) == hashlib.md5(body).hexdigest()
+        )
+        if not (
+            params.get("auth_key") == state.key
+            and params.get("auth_version") == "1.0"
+            and fresh
+            and md5_ok
+            and hmac.compare_digest(signature, expected)
+        ):
+            with state.lock:
+                state.rejected_signatures += 1
+            self._answer(401, "Invalid signature: you should have sent HmacSHA256Hex(...)")
+            return None
+        with state.lock:
+            state.requests.append((self.command, parts.path))
+        return parts.path, params
+
+    def _deliver(self, channel: str, name: str, data: str, socket_id: str | None) -> None:
+        state = self.server.state
+        try:
+            value = json.loads(data)
+        except ValueError:
+            value = data
+        for sid in state.channels.get(channel, {}):
+            if sid != socket_id:
+                state.received[sid].append({"event": name, "channel": channel, "data": value})
+
+    def _check_event(self, name: str, data: str) -> str | None:
+        if len(name) > 200:
+            return "event name too long"
+        if len(data.encode()) > self.server.state.max_payload:
+            return "413"
+        return None
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        verified = self._verified(body)
+        if verified is None:
+            return
+        path, _ = verified
+        state = self.server.state
+        if state.fail_status:
+            self._answer(state.fail_status, "injected failure")
+            return
+        payload = json.loads(body)
+        prefix = f"/apps/{state.app_id}"
+        if path == f"{prefix}/events":
+            if len(payload["channels"]) > 100:
+                self._answer(400, "too many channels")
+                return
+            problem = self._check_event(payload["name"], payload["data"])
+            if problem:
+                self._answer(413 if problem == "413" else 400, problem)
+                return
+            with state.lock:
+                for channel in payload["channels"]:
+                    self._deliver(
+                        channel, payload["name"], payload["data"], payload.get("socket_id")
+                    )
+            self._answer(200, {})
+        elif path == f"{prefix}/batch_events":
+            if len(payload["batch"]) > 10:
+                self._answer(400, "batch too large")
+                return
+            for event in payload["batch"]:
+                problem = self._check_event(event["name"], event["data"])
+                if problem:
+                    self._answer(413 if problem == "413" else 400, problem)
+                    return
+            with state.lock:
+                for event in payload["batch"]:
+                    self._deliver(
+                        event["channel"], event["name"], event["data"], event.get("socket_id")
+                    )
+            self._answer(200, {"batch": [{} for _ in payload["batch"]]})
+        else:
+            self._answer(404, "not found")
+
+    def do_GET(self) -> None:
+        verified = self._verified(b"")
+        if verified is None:
+            return
+        path, params = verified
+        state = self.server.state
+        if state.fail_status:
+            self._answer(state.fail_status, "injected failure")
+            return
+        prefix = f"/apps/{state.app_id}/channels"
+        info = set(filter(None, params.get("info", "").split(",")))
+        with state.lock:
+            if path == prefix:
+                occupied = {c: {} for c, subs in state.channels.items() if subs}
+                self._answer(200, {"channels": occupied})
+                return
+            rest = path[len(prefix) + 1 :] if path.startswith(prefix + "/") else ""
+            channel, _, tail = rest.partition("/")
+            subs = state.channels.get(channel, {})
+            presence = channel.startswith("presence-")
+            if tail == "users":
+                if not presence:
+                    self._answer(400, "users only for presence channels")
+                    return
+                users = sorted({u for u in subs.values() if u})
+                self._answer(200, {"users": [{"id": u} for u in users]})
+                return
+            if not channel or tail:
+                self._answer(404, "not found")
+                return
+            if "user_count" in info and not presence:
+                self._answer(400, "user_count only for presence channels")
+                return
+            answer: dict[str, Any] = {"occupied": bool(subs)}
+            if "subscription_count" in info:
+                answer["subscription_count"] = len(subs)
+            if "user_count" in info:
+                answer["user_count"] = len({u for u in subs.values() if u})
+            self._answer(200, answer)
+
+
+class _PusherServer(ThreadingHTTPServer):
+    daemon_threads = True
+    state: PusherState
+
+
+def start_pusher_server(app_id: str, key: str, secret: str) -> tuple[LocalServer, PusherState]:
+    server = _PusherServer(("127.0.0.1", 0), _PusherHandler)
+    server.state = PusherState(app_id=app_id, key=key, secret=secret)
+    return LocalServer(server), server.state
