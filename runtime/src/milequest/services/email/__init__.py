@@ -1,0 +1,97 @@
+"""Transactional email: one interface, SES / SMTP / mock providers, packaged templates.
+
+```python
+from milequest.services.email import create_email_service
+
+email = create_email_service()  # EMAIL_PROVIDER: ses | smtp | mock
+email.send_email({"to": "user@example.com", "subject": "Hi", "html": "<h1>Hi</h1>"})
+email.send_templated_email("welcome", "user@example.com", {"name": "John Doe"})
+```
+
+Names are resolved lazily (PEP 562) so that importing this package stays cheap: pydantic
+models, email-validator and template rendering load on first use, not at cold start.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import EmailError, EmailErrorCode
+from .factory import create_email_service
+
+if TYPE_CHECKING:
+    from .models import Attachment, EmailMessage
+    from .results import (
+        BulkItemResult,
+        BulkSendResult,
+        DnsRecord,
+        DomainVerification,
+        EmailValidation,
+        ErrorInfo,
+        RecipientResult,
+        RecipientStatus,
+        SendResult,
+        SuppressedEmail,
+        SuppressionReason,
+        ValidationReason,
+        VerificationStatus,
+    )
+    from .service import EmailService
+    from .settings import EmailSettings
+
+_LAZY = {
+    "Attachment": "models",
+    "EmailMessage": "models",
+    "BulkItemResult": "results",
+    "BulkSendResult": "results",
+    "DnsRecord": "results",
+    "DomainVerification": "results",
+    "EmailValidation": "results",
+    "ErrorInfo": "results",
+    "RecipientResult": "results",
+    "RecipientStatus": "results",
+    "SendResult": "results",
+    "SuppressedEmail": "results",
+    "SuppressionReason": "results",
+    "ValidationReason": "results",
+    "VerificationStatus": "results",
+    "EmailService": "service",
+    "EmailSettings": "settings",
+}
+
+__all__ = [
+    "Attachment",
+    "BulkItemResult",
+    "BulkSendResult",
+    "DnsRecord",
+    "DomainVerification",
+    "EmailError",
+    "EmailErrorCode",
+    "EmailMessage",
+    "EmailService",
+    "EmailSettings",
+    "EmailValidation",
+    "ErrorInfo",
+    "RecipientResult",
+    "RecipientStatus",
+    "SendResult",
+    "SuppressedEmail",
+    "SuppressionReason",
+    "ValidationReason",
+    "VerificationStatus",
+    "create_email_service",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

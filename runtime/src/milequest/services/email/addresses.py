@@ -1,0 +1,107 @@
+"""Address and header checks shared by the message model and the service methods."""
+
+from __future__ import annotations
+
+import re
+from email.utils import formataddr, getaddresses
+
+_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 field name: printable ASCII but ":"
+_DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+# Headers the service writes itself; letting callers set them would let them forge or
+# duplicate routing information.
+RESERVED_HEADERS = frozenset(
+    {
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "reply-to",
+        "sender",
+        "message-id",
+        "date",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+    }
+)
+
+
+class AddressError(ValueError):
+    """An address (or domain) that cannot be used."""
+
+
+def has_line_break(value: str) -> bool:
+    return "\r" in value or "\n" in value or "\x00" in value
+
+
+def normalize_address(value: object) -> str:
+    """``value`` as ``addr`` or ``Name <addr>``, checked by email-validator and normalized.
+
+    Domains become ASCII (IDNA) and non-ASCII local parts are refused, because SES and most
+    SMTP relays do not offer SMTPUTF8.
+    """
+    if not isinstance(value, str):
+        raise AddressError(f"expected an email address string, got {type(value).__name__}")
+    text = value.strip()
+    if not text:
+        raise AddressError("empty email address")
+    if has_line_break(text):
+        raise AddressError(f"line break in address {value!r}")
+    parsed = getaddresses([text])
+    if len(parsed) != 1 or not parsed[0][1]:
+        raise AddressError(f"not a single email address: {value!r}")
+    name, addr = parsed[0]
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        checked = validate_email(addr, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise AddressError(f"invalid email address {addr!r}: {exc}") from None
+    ascii_addr = checked.ascii_email or checked.normalized
+    return formataddr((name, ascii_addr)) if name else ascii_addr
+
+
+def bare_address(formatted: str) -> str:
+    """The ``addr`` part of ``Name <addr>`` (lower-cased domain kept as given)."""
+    return getaddresses([formatted])[0][1] or formatted
+
+
+def address_key(formatted: str) -> str:
+    """Case-insensitive key for comparing addresses (suppression, verification)."""
+    return bare_address(formatted).lower()
+
+
+def domain_of(formatted: str) -> str:
+    return bare_address(formatted).rpartition("@")[2].lower()
+
+
+def normalize_domain(value: object) -> str:
+    """A DNS domain name in ASCII (IDNA), lower case, without a trailing dot."""
+    if not isinstance(value, str) or not value.strip():
+        raise AddressError("expected a domain name")
+    text = value.strip().rstrip(".").lower()
+    if has_line_break(text) or "@" in text:
+        raise AddressError(f"not a domain name: {value!r}")
+    try:
+        ascii_name = text.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise AddressError(f"not a domain name: {value!r} ({exc})") from None
+    labels = ascii_name.split(".")
+    if len(labels) < 2 or len(ascii_name) > 253 or not all(_DOMAIN_LABEL.match(x) for x in labels):
+        raise AddressError(f"not a domain name: {value!r}")
+    return ascii_name
+
+
+def check_header(name: object, value: object) -> tuple[str, str]:
+    """A custom header, refusing injection (line breaks), bad names and reserved headers."""
+    if not isinstance(name, str) or not _HEADER_NAME.match(name):
+        raise ValueError(f"invalid header name {name!r}")
+    if name.lower() in RESERVED_HEADERS:
+        raise ValueError(f"header {name!r} is set by the service; use the message fields")
+    if not isinstance(value, str):
+        raise ValueError(f"header {name!r} must be a string")
+    if has_line_break(value):
+        raise ValueError(f"line break in header {name!r}")
+    return name, value

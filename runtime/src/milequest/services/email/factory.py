@@ -1,0 +1,55 @@
+"""``create_email_service``: pick and build the provider named by ``EMAIL_PROVIDER``."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import EmailError, EmailErrorCode
+
+if TYPE_CHECKING:
+    from .service import EmailService
+
+# Provider modules are imported only when chosen, so an SES-only process never loads smtplib
+# code paths it does not use (and the other way round).
+_PROVIDERS: dict[str, str] = {
+    "ses": "milequest.services.email.ses:SesEmailService",
+    "smtp": "milequest.services.email.smtp:SmtpEmailService",
+    "mock": "milequest.services.email.mock:MockEmailService",
+}
+# Arguments that configure the instance rather than the settings.
+_INSTANCE_ARGS = frozenset({"metrics", "client", "seed"})
+
+
+def create_email_service(provider: str | None = None, **overrides: Any) -> EmailService:
+    """A new email service for ``provider`` (default: ``EMAIL_PROVIDER``, else ``ses``).
+
+    Settings are read from the environment now; keyword ``overrides`` (setting names such
+    as ``default_from_email`` or ``smtp_host``) take precedence. ``metrics`` (a sink) and,
+    for SES, ``client`` (a ``sesv2`` client) configure the instance itself. Invalid settings
+    raise :class:`EmailError` ``CONFIGURATION`` naming the variable.
+    """
+    from milequest.services.config import load_settings
+
+    from .settings import PROVIDERS, RESERVED_PROVIDERS, EmailSettings
+
+    instance_args = {k: overrides.pop(k) for k in list(overrides) if k in _INSTANCE_ARGS}
+    if provider is not None:
+        overrides["email_provider"] = provider
+    settings = load_settings(EmailSettings, EmailError, EmailErrorCode.CONFIGURATION, overrides)
+    name = settings.provider
+    if name in RESERVED_PROVIDERS:
+        raise EmailError(
+            EmailErrorCode.CONFIGURATION,
+            f"EMAIL_PROVIDER={name} is reserved for a later provider and not yet available; "
+            f"use one of: {', '.join(PROVIDERS)}",
+        )
+    if name not in _PROVIDERS:
+        raise EmailError(
+            EmailErrorCode.CONFIGURATION,
+            f"EMAIL_PROVIDER={name!r} is not a provider; valid: {', '.join(PROVIDERS)}",
+        )
+    module_name, _, class_name = _PROVIDERS[name].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    service: EmailService = cls(settings, **instance_args)
+    return service

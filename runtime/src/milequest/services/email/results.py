@@ -1,0 +1,174 @@
+"""What the email service returns: plain, slotted dataclasses (cheap to build by the 100,000)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from .errors import EmailError, EmailErrorCode
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+class _Result:
+    """JSON-friendly ``to_dict()`` for every result type."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = _jsonable(asdict(self))  # type: ignore[call-overload]
+        return data
+
+
+class RecipientStatus(StrEnum):
+    SENT = "sent"
+    SUPPRESSED = "suppressed"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult(_Result):
+    address: str
+    status: RecipientStatus
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult(_Result):
+    """The outcome of one message: the provider's message id and each recipient's status."""
+
+    message_id: str
+    provider: str
+    recipients: tuple[RecipientResult, ...]
+
+    @property
+    def accepted(self) -> list[str]:
+        return [r.address for r in self.recipients if r.status is RecipientStatus.SENT]
+
+    @property
+    def suppressed(self) -> list[str]:
+        return [r.address for r in self.recipients if r.status is RecipientStatus.SUPPRESSED]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo(_Result):
+    """A failure inside a bulk send (kept instead of the exception and its traceback)."""
+
+    code: EmailErrorCode
+    message: str
+    retryable: bool = False
+
+    @classmethod
+    def of(cls, error: EmailError) -> ErrorInfo:
+        return cls(EmailErrorCode(error.code.value), error.message, error.retryable)
+
+
+@dataclass(frozen=True, slots=True)
+class BulkItemResult(_Result):
+    """One input message of a bulk send, at ``index`` in the input."""
+
+    index: int
+    ok: bool
+    message_id: str | None
+    recipients: tuple[str, ...]
+    error: ErrorInfo | None = None
+    suppressed: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class BulkSendResult(_Result):
+    """One entry per input message, in input order; failures are reported, not raised."""
+
+    provider: str
+    results: list[BulkItemResult] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.results)
+
+    @property
+    def succeeded(self) -> int:
+        return sum(1 for r in self.results if r.ok)
+
+    @property
+    def failed(self) -> int:
+        return self.total - self.succeeded
+
+    def failures(self) -> list[BulkItemResult]:
+        return [r for r in self.results if not r.ok]
+
+
+class ValidationReason(StrEnum):
+    OK = "ok"
+    INVALID_SYNTAX = "invalid_syntax"
+    SUPPRESSED = "suppressed"
+
+
+@dataclass(frozen=True, slots=True)
+class EmailValidation(_Result):
+    """Whether an address can be mailed, and why not."""
+
+    address: str
+    valid: bool
+    reason: ValidationReason
+    normalized: str | None = None
+    detail: str | None = None
+
+
+class SuppressionReason(StrEnum):
+    BOUNCE = "BOUNCE"
+    COMPLAINT = "COMPLAINT"
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressedEmail(_Result):
+    address: str
+    reason: SuppressionReason
+    last_update: datetime
+
+
+class VerificationStatus(StrEnum):
+    PENDING = "pending"
+    VERIFIED = "verified"
+    FAILED = "failed"
+    TEMPORARY_FAILURE = "temporary_failure"
+    NOT_STARTED = "not_started"
+
+
+@dataclass(frozen=True, slots=True)
+class DnsRecord(_Result):
+    type: str
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class DomainVerification(_Result):
+    """A domain identity's status and the DNS records its owner must publish."""
+
+    domain: str
+    status: VerificationStatus
+    records: tuple[DnsRecord, ...] = ()
+
+    @property
+    def verified(self) -> bool:
+        return self.status is VerificationStatus.VERIFIED
+
+
+def dkim_records(domain: str, tokens: list[str] | tuple[str, ...]) -> tuple[DnsRecord, ...]:
+    """Easy DKIM: ``<token>._domainkey.<domain>`` CNAME ``<token>.dkim.amazonses.com``."""
+    return tuple(
+        DnsRecord("CNAME", f"{t}._domainkey.{domain}", f"{t}.dkim.amazonses.com") for t in tokens
+    )

@@ -1,0 +1,539 @@
+"""Amazon SES (v2 API) provider.
+
+The client is botocore's ``sesv2`` client (what ``boto3.client("sesv2")`` returns), created
+from a botocore session directly: boto3's own import costs cold-start time for nothing
+here. It honours the standard endpoint variables (``AWS_ENDPOINT_URL_SESV2``), and retries
+throttling with botocore's ``standard`` / ``adaptive`` retry modes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Hashable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from .addresses import address_key, bare_address, domain_of
+from .results import (
+    BulkItemResult,
+    DomainVerification,
+    ErrorInfo,
+    SuppressedEmail,
+    SuppressionReason,
+    VerificationStatus,
+    dkim_records,
+)
+from .service import Delivery, EmailService, Outgoing
+
+if TYPE_CHECKING:
+    from mypy_boto3_sesv2 import SESV2Client
+
+    from milequest.services.errors import ServiceError
+    from milequest.services.health import HealthState
+    from milequest.services.metrics import MetricsSink
+
+    from .models import EmailMessage
+    from .ratelimit import RateLimiter
+    from .settings import EmailSettings
+    from .templates import RenderedEmail
+
+logger = logging.getLogger("milequest.services.email")
+
+# SES's mailbox simulator: accepted in the sandbox without verification.
+SIMULATOR_DOMAIN = "simulator.amazonses.com"
+_ACCOUNT_TTL = 600.0
+_IDENTITY_TTL = 300.0
+_ENTRY_RETRIES = 2
+
+# BulkEmailEntryResult.Status -> (error code, retryable)
+_ENTRY_STATUS: dict[str, tuple[str, bool]] = {
+    "MESSAGE_REJECTED": ("MESSAGE_REJECTED", False),
+    "MAIL_FROM_DOMAIN_NOT_VERIFIED": ("NOT_VERIFIED", False),
+    "CONFIGURATION_SET_NOT_FOUND": ("CONFIGURATION", False),
+    "TEMPLATE_NOT_FOUND": ("TEMPLATE_NOT_FOUND", False),
+    "ACCOUNT_SUSPENDED": ("SENDING_PAUSED", False),
+    "ACCOUNT_THROTTLED": ("RATE_LIMITED", True),
+    "ACCOUNT_DAILY_QUOTA_EXCEEDED": ("QUOTA_EXCEEDED", False),
+    "INVALID_SENDING_POOL_NAME": ("CONFIGURATION", False),
+    "ACCOUNT_SENDING_PAUSED": ("SENDING_PAUSED", False),
+    "CONFIGURATION_SET_SENDING_PAUSED": ("SENDING_PAUSED", False),
+    "INVALID_PARAMETER": ("INVALID_MESSAGE", False),
+    "TRANSIENT_FAILURE": ("PROVIDER_UNAVAILABLE", True),
+    "FAILED": ("PROVIDER_ERROR", False),
+}
+_RETRY_ENTRY = frozenset({"ACCOUNT_THROTTLED", "TRANSIENT_FAILURE"})
+
+_VERIFICATION = {
+    "SUCCESS": VerificationStatus.VERIFIED,
+    "PENDING": VerificationStatus.PENDING,
+    "FAILED": VerificationStatus.FAILED,
+    "TEMPORARY_FAILURE": VerificationStatus.TEMPORARY_FAILURE,
+    "NOT_STARTED": VerificationStatus.NOT_STARTED,
+}
+
+
+def create_sesv2_client(settings: EmailSettings) -> SESV2Client:
+    """A ``sesv2`` client with retries and the connection pool configured from settings."""
+    import botocore.session
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": settings.ses_retry_mode, "max_attempts": settings.ses_max_attempts},
+        max_pool_connections=settings.ses_max_connections,
+        connect_timeout=5,
+        read_timeout=30,
+    )
+    region = (
+        settings.aws_ses_region
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+    )
+    session = botocore.session.get_session()
+    client = session.create_client("sesv2", region_name=region, config=config)
+    return cast("SESV2Client", client)
+
+
+class _Cached:
+    """A value loaded on demand and kept for ``ttl`` seconds (thread-safe)."""
+
+    def __init__(self, ttl: float, load: Callable[[], Any]) -> None:
+        self.ttl = ttl
+        self._load = load
+        self._value: Any = None
+        self._stamp = float("-inf")
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            if time.monotonic() - self._stamp >= self.ttl:
+                self._value = self._load()
+                self._stamp = time.monotonic()
+            return self._value
+
+    def update(self, change: Callable[[Any], None]) -> None:
+        with self._lock:
+            if self._value is not None:
+                change(self._value)
+
+
+class SesEmailService(EmailService):
+    """Sends through Amazon SES v2: ``SendEmail``, ``SendBulkEmail``, templates, suppression."""
+
+    provider_name: ClassVar[str] = "ses"
+    renders_locally: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        settings: EmailSettings,
+        *,
+        metrics: MetricsSink | None = None,
+        client: SESV2Client | None = None,
+    ) -> None:
+        super().__init__(settings, metrics=metrics)
+        self.client: SESV2Client = client or create_sesv2_client(settings)
+        self._limiter: RateLimiter | None = None
+        self._limiter_stamp = float("-inf")
+        self._limiter_lock = threading.Lock()
+        self._identities = _Cached(_IDENTITY_TTL, self._load_identities)
+        self._suppressed = _Cached(
+            float(settings.ses_suppression_cache_seconds), self._load_suppressed
+        )
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _render(self, message: EmailMessage) -> RenderedEmail | None:
+        # SES renders by template name; a packaged template is rendered here first so that
+        # missing data fails now (TEMPLATE_RENDER_FAILED) instead of as a later SES event.
+        from .templates import template_names
+
+        if message.template in template_names():
+            return super()._render(message)
+        return None
+
+    def _check_before_send(self, message: EmailMessage) -> None:
+        if not self.settings.ses_sandbox:
+            return
+        unverified = [a for a in message.recipients() if not self._recipient_allowed(a)]
+        if unverified:
+            raise self._error(
+                "NOT_VERIFIED",
+                "SES sandbox: recipients must be verified identities: "
+                + ", ".join(bare_address(a) for a in unverified),
+            )
+
+    def _recipient_allowed(self, address: str) -> bool:
+        domain = domain_of(address)
+        if domain == SIMULATOR_DOMAIN:
+            return True
+        emails, domains = self._identities.get()
+        return address_key(address) in emails or domain in domains
+
+    def _common_args(self, message: EmailMessage) -> dict[str, Any]:
+        assert message.from_email is not None
+        args: dict[str, Any] = {"FromEmailAddress": message.from_email}
+        if message.reply_to:
+            args["ReplyToAddresses"] = list(message.reply_to)
+        config_set = message.configuration_set or self.settings.ses_configuration_set
+        if config_set:
+            args["ConfigurationSetName"] = config_set
+        return args
+
+    def _deliver(self, out: Outgoing) -> Delivery:
+        message = out.message
+        args = self._common_args(message)
+        args["Destination"] = {
+            key: list(values)
+            for key, values in (
+                ("ToAddresses", message.to),
+                ("CcAddresses", message.cc),
+                ("BccAddresses", message.bcc),
+            )
+            if values
+        }
+        if message.tags:
+            args["EmailTags"] = [{"Name": k, "Value": v} for k, v in message.tags.items()]
+        headers = [{"Name": k, "Value": v} for k, v in message.headers.items()]
+        if message.template is not None:
+            template: dict[str, Any] = {
+                "TemplateName": self.settings.ses_template_prefix + message.template,
+                "TemplateData": json.dumps(message.template_data),
+            }
+            if headers:
+                template["Headers"] = headers
+            if message.attachments:
+                template["Attachments"] = [
+                    {
+                        "RawContent": a.content,
+                        "FileName": a.filename,
+                        "ContentType": a.mime_type,
+                        "ContentDisposition": "INLINE" if a.content_id else "ATTACHMENT",
+                        **({"ContentId": a.content_id} if a.content_id else {}),
+                    }
+                    for a in message.attachments
+                ]
+            args["Content"] = {"Template": template}
+        elif message.attachments:
+            from .mime import build_mime
+
+            args["Content"] = {"Raw": {"Data": build_mime(message).as_bytes()}}
+        else:
+            body = {
+                part: {"Data": value, "Charset": "UTF-8"}
+                for part, value in (("Html", message.html), ("Text", message.text))
+                if value
+            }
+            simple: dict[str, Any] = {
+                "Subject": {"Data": message.subject or "", "Charset": "UTF-8"},
+                "Body": body,
+            }
+            if headers:
+                simple["Headers"] = headers
+            args["Content"] = {"Simple": simple}
+        self._throttle(len(message.recipients()))
+        response = self.client.send_email(**args)
+        return Delivery(response["MessageId"])
+
+    # -- bulk ------------------------------------------------------------------------------------
+
+    def _bulk_workers(self) -> int:
+        return self.settings.ses_max_connections
+
+    def _batch_key(self, message: EmailMessage) -> Hashable | None:
+        if message.attachments:
+            return None
+        if message.template is not None:
+            content: tuple[Any, ...] = ("template", message.template)
+        else:
+            parts = (message.subject or "", message.html or "", message.text or "")
+            if any("{{" in p for p in parts):
+                return None  # inline bulk content is a template: literal braces would render
+            content = ("content", *parts)
+        return (
+            message.from_email,
+            tuple(message.reply_to),
+            message.configuration_set,
+            tuple(sorted(message.tags.items())),
+            tuple(message.headers.items()),
+            content,
+        )
+
+    def _send_batch(self, batch: list[Outgoing]) -> list[BulkItemResult]:
+        if len(batch) == 1 and self._batch_key(batch[0].message) is None:
+            return super()._send_batch(batch)
+        first = batch[0].message
+        args = self._common_args(first)
+        if first.tags:
+            args["DefaultEmailTags"] = [{"Name": k, "Value": v} for k, v in first.tags.items()]
+        template: dict[str, Any] = {"TemplateData": "{}"}
+        if first.template is not None:
+            template["TemplateName"] = self.settings.ses_template_prefix + first.template
+        else:
+            content = {"Subject": first.subject or ""}
+            if first.html:
+                content["Html"] = first.html
+            if first.text:
+                content["Text"] = first.text
+            template["TemplateContent"] = content
+        if first.headers:
+            template["Headers"] = [{"Name": k, "Value": v} for k, v in first.headers.items()]
+        args["DefaultContent"] = {"Template": template}
+
+        results: dict[int, BulkItemResult] = {}
+        todo = list(batch)
+        for attempt in range(_ENTRY_RETRIES + 1):
+            entries: Any = [self._entry(out) for out in todo]
+            self._throttle(sum(len(out.message.recipients()) for out in todo))
+            response = self.client.send_bulk_email(BulkEmailEntries=entries, **args)
+            retry: list[Outgoing] = []
+            for out, entry in zip(todo, response["BulkEmailEntryResults"], strict=True):
+                status = entry.get("Status", "FAILED")
+                if status == "SUCCESS":
+                    results[out.index] = self._ok_item(out, Delivery(entry.get("MessageId", "")))
+                elif status in _RETRY_ENTRY and attempt < _ENTRY_RETRIES:
+                    retry.append(out)
+                else:
+                    code, retryable = _ENTRY_STATUS.get(status, ("PROVIDER_ERROR", False))
+                    info = ErrorInfo(
+                        self.error_codes[code],
+                        f"{status}: {entry.get('Error', '')}".rstrip(": "),
+                        retryable,
+                    )
+                    results[out.index] = BulkItemResult(
+                        out.index,
+                        False,
+                        None,
+                        tuple(bare_address(a) for a in out.message.recipients()),
+                        info,
+                    )
+            if not retry:
+                break
+            todo = retry
+            time.sleep(0.2 * 2**attempt)  # SES drops throttled entries; resend after a pause
+        return [results[out.index] for out in batch]
+
+    def _entry(self, out: Outgoing) -> dict[str, Any]:
+        message = out.message
+        destination = {
+            key: list(values)
+            for key, values in (
+                ("ToAddresses", message.to),
+                ("CcAddresses", message.cc),
+                ("BccAddresses", message.bcc),
+            )
+            if values
+        }
+        entry: dict[str, Any] = {"Destination": destination}
+        if message.template is not None:
+            entry["ReplacementEmailContent"] = {
+                "ReplacementTemplate": {
+                    "ReplacementTemplateData": json.dumps(message.template_data)
+                }
+            }
+        return entry
+
+    # -- rate limiting ---------------------------------------------------------------------------
+
+    def _throttle(self, recipients: int) -> None:
+        limiter = self._rate_limiter()
+        if limiter is not None:
+            waited = limiter.acquire(recipients)
+            if waited:
+                self.record_metric("RateLimitWait", waited * 1000, "Milliseconds")
+
+    def _rate_limiter(self) -> RateLimiter | None:
+        from .ratelimit import RateLimiter
+
+        with self._limiter_lock:
+            if self.settings.ses_max_send_rate is not None:
+                if self._limiter is None:
+                    self._limiter = RateLimiter(self.settings.ses_max_send_rate)
+                return self._limiter
+            if time.monotonic() - self._limiter_stamp < _ACCOUNT_TTL:
+                return self._limiter
+            self._limiter_stamp = time.monotonic()
+            try:
+                quota = self.client.get_account().get("SendQuota", {})
+            except Exception as exc:  # no quota known: let SES and retries pace us
+                logger.warning("SES GetAccount failed; sending without a client-side rate: %s", exc)
+                self._limiter = None
+                return None
+            rate = float(quota.get("MaxSendRate") or 0)
+            if rate <= 0:
+                self._limiter = None
+            elif self._limiter is None or self._limiter.rate != rate:
+                self._limiter = RateLimiter(rate)
+            return self._limiter
+
+    # -- suppression -----------------------------------------------------------------------------
+
+    def _load_suppressed(self) -> set[str] | None:
+        if self.settings.ses_sandbox:
+            return None  # the suppression-list API is not available in the sandbox
+        try:
+            return {e.address for e in self._list_suppressed()}
+        except Exception as exc:
+            logger.warning("could not read the SES suppression list; not pre-checking: %s", exc)
+            return None
+
+    def _suppressed_among(self, addresses: list[str]) -> set[str]:
+        if self.settings.ses_suppression_cache_seconds <= 0:
+            return set()
+        known = self._suppressed.get()
+        if not known:
+            return set()
+        return {key for a in addresses if (key := address_key(a)) in known}
+
+    def _is_suppressed(self, address: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        if self.settings.ses_sandbox:
+            return False
+        try:
+            self.client.get_suppressed_destination(EmailAddress=address)
+        except ClientError as exc:
+            if _code(exc) == "NotFoundException":
+                return False
+            raise
+        return True
+
+    def _suppress(self, address: str, reason: SuppressionReason) -> None:
+        self.client.put_suppressed_destination(EmailAddress=address, Reason=reason.value)
+        self._suppressed.update(lambda known: known.add(address.lower()))
+
+    def _unsuppress(self, address: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.delete_suppressed_destination(EmailAddress=address)
+        except ClientError as exc:
+            if _code(exc) == "NotFoundException":
+                return False
+            raise
+        finally:
+            self._suppressed.update(lambda known: known.discard(address.lower()))
+        return True
+
+    def _list_suppressed(self) -> list[SuppressedEmail]:
+        entries: list[SuppressedEmail] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"PageSize": 1000}
+            if token:
+                kwargs["NextToken"] = token
+            page = self.client.list_suppressed_destinations(**kwargs)
+            for item in page.get("SuppressedDestinationSummaries", []):
+                stamp = item.get("LastUpdateTime") or datetime.now(UTC)
+                entries.append(
+                    SuppressedEmail(
+                        item["EmailAddress"].lower(), SuppressionReason(item["Reason"]), stamp
+                    )
+                )
+            token = page.get("NextToken")
+            if not token:
+                return entries
+
+    # -- identities ------------------------------------------------------------------------------
+
+    def _load_identities(self) -> tuple[set[str], set[str]]:
+        emails: set[str] = set()
+        domains: set[str] = set()
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"PageSize": 1000}
+            if token:
+                kwargs["NextToken"] = token
+            page = self.client.list_email_identities(**kwargs)
+            for item in page.get("EmailIdentities", []):
+                if item.get("VerificationStatus") != "SUCCESS" and not item.get("SendingEnabled"):
+                    continue
+                name = item.get("IdentityName", "").lower()
+                if item.get("IdentityType") == "EMAIL_ADDRESS":
+                    emails.add(name)
+                elif item.get("IdentityType") == "DOMAIN":
+                    domains.add(name)
+            token = page.get("NextToken")
+            if not token:
+                return emails, domains
+
+    def _verify_domain(self, domain: str) -> DomainVerification:
+        from botocore.exceptions import ClientError
+
+        try:
+            response: Any = self.client.create_email_identity(EmailIdentity=domain)
+        except ClientError as exc:
+            if _code(exc) != "AlreadyExistsException":
+                raise
+            response = self.client.get_email_identity(EmailIdentity=domain)
+        dkim = response.get("DkimAttributes") or {}
+        tokens = dkim.get("Tokens") or []
+        if response.get("VerifiedForSendingStatus"):
+            status = VerificationStatus.VERIFIED
+        else:
+            raw = response.get("VerificationStatus") or dkim.get("Status") or "PENDING"
+            status = _VERIFICATION.get(raw, VerificationStatus.PENDING)
+        return DomainVerification(domain, status, dkim_records(domain, tokens))
+
+    def _verified_domains(self) -> list[str]:
+        _emails, domains = self._load_identities()
+        return sorted(domains)
+
+    def _verified_emails(self) -> list[str]:
+        emails, _domains = self._load_identities()
+        return sorted(emails)
+
+    # -- errors and health -----------------------------------------------------------------------
+
+    def _translate_error(self, exc: Exception) -> ServiceError | None:
+        from botocore.exceptions import ClientError
+
+        if not isinstance(exc, ClientError):
+            return None
+        code = _code(exc)
+        message = str(exc.response.get("Error", {}).get("Message", ""))
+        lowered = message.lower()
+        text = f"{code}: {message}"
+        if "daily" in lowered and "quota" in lowered:
+            return self._error("QUOTA_EXCEEDED", text, cause=exc)
+        if code in ("MessageRejected", "MailFromDomainNotVerifiedException"):
+            name = "NOT_VERIFIED" if "not verified" in lowered else "MESSAGE_REJECTED"
+            if code == "MailFromDomainNotVerifiedException":
+                name = "NOT_VERIFIED"
+            return self._error(name, text, cause=exc)
+        if code in ("AccountSuspendedException", "SendingPausedException"):
+            return self._error("SENDING_PAUSED", text, cause=exc)
+        if code == "LimitExceededException":
+            return self._error("QUOTA_EXCEEDED", text, cause=exc)
+        if "template" in lowered and (code == "NotFoundException" or "not exist" in lowered):
+            return self._error("TEMPLATE_NOT_FOUND", text, cause=exc)
+        if code == "NotFoundException":
+            return self._error("NOT_FOUND", text, cause=exc)
+        if code == "BadRequestException":
+            return self._error("INVALID_MESSAGE", text, cause=exc)
+        return None
+
+    def _probe(self) -> tuple[HealthState, dict[str, Any]]:
+        from milequest.services.health import HealthState
+
+        account: Any = self.client.get_account()
+        quota = account.get("SendQuota", {})
+        details = {
+            "sending_enabled": account.get("SendingEnabled"),
+            "production_access": account.get("ProductionAccessEnabled"),
+            "enforcement_status": account.get("EnforcementStatus"),
+            "max_send_rate": quota.get("MaxSendRate"),
+            "sent_last_24h": quota.get("SentLast24Hours"),
+            "max_24h_send": quota.get("Max24HourSend"),
+        }
+        if not account.get("SendingEnabled", True):
+            return HealthState.UNHEALTHY, details
+        if account.get("EnforcementStatus", "HEALTHY") != "HEALTHY":
+            return HealthState.DEGRADED, details
+        return HealthState.HEALTHY, details
+
+
+def _code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))

@@ -1,0 +1,207 @@
+"""SMTP provider (stdlib ``smtplib``): STARTTLS / SSL / AUTH, real MIME.
+
+Works against SES's SMTP interface (``email-smtp.<region>.amazonaws.com``, port 587 with
+STARTTLS) and any SMTP server. SMTP has no suppression list or identity API, so this
+provider keeps an in-process suppression list and counts ``DEFAULT_FROM_EMAIL`` (and its
+domain) as the verified sender.
+"""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import ssl
+import threading
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .addresses import address_key, bare_address, domain_of
+from .errors import EmailError, EmailErrorCode
+from .results import BulkItemResult, DomainVerification, SuppressedEmail, SuppressionReason
+from .service import Delivery, EmailService, Outgoing
+from .suppression import LocalSuppressionList
+
+if TYPE_CHECKING:
+    from milequest.services.errors import ServiceError
+    from milequest.services.health import HealthState
+    from milequest.services.metrics import MetricsSink
+
+    from .models import EmailMessage
+    from .settings import EmailSettings
+
+
+class SmtpEmailService(EmailService):
+    """Sends each message as MIME over SMTP; bulk sends reuse one connection per batch."""
+
+    provider_name: ClassVar[str] = "smtp"
+    supports_domain_verification: ClassVar[bool] = False
+
+    def __init__(self, settings: EmailSettings, *, metrics: MetricsSink | None = None) -> None:
+        super().__init__(settings, metrics=metrics)
+        self.host = settings.smtp_host
+        self.port = settings.resolved_smtp_port
+        self.security = settings.smtp_security
+        self.timeout = settings.smtp_timeout
+        self.username, self.password = self._credentials(settings)
+        self.suppression = LocalSuppressionList()
+        self._tls_lock = threading.Lock()
+        self._tls: ssl.SSLContext | None = None
+
+    def _credentials(self, settings: EmailSettings) -> tuple[str | None, str | None]:
+        username = settings.smtp_username
+        password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+        if settings.smtp_secret_arn:
+            from milequest.services.config import get_secret
+
+            try:
+                raw = get_secret(settings.smtp_secret_arn)
+            except Exception as exc:
+                raise EmailError(
+                    EmailErrorCode.CONFIGURATION,
+                    f"SMTP_SECRET_ARN: could not read the secret: {type(exc).__name__}: {exc}",
+                    provider=self.provider_name,
+                    cause=exc,
+                ) from None
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                data = raw
+            if isinstance(data, dict):
+                username = str(data.get("username") or data.get("user") or username or "")
+                password = str(data.get("password") or "")
+            else:
+                password = raw
+        if password and not username:
+            raise EmailError(
+                EmailErrorCode.CONFIGURATION,
+                "SMTP_USERNAME is required when a password (SMTP_PASSWORD or "
+                "SMTP_SECRET_ARN) is set",
+                provider=self.provider_name,
+            )
+        return username or None, password or None
+
+    def _context(self) -> ssl.SSLContext:
+        with self._tls_lock:
+            if self._tls is None:
+                self._tls = ssl.create_default_context(cafile=self.settings.smtp_ca_file)
+            return self._tls
+
+    @contextmanager
+    def _connection(self) -> Iterator[smtplib.SMTP]:
+        conn: smtplib.SMTP
+        if self.security == "ssl":
+            conn = smtplib.SMTP_SSL(
+                self.host, self.port, timeout=self.timeout, context=self._context()
+            )
+        else:
+            conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.ehlo()
+            if self.security == "starttls":
+                conn.starttls(context=self._context())
+                conn.ehlo()
+            if self.username and self.password:
+                conn.login(self.username, self.password)
+            yield conn
+        finally:
+            try:
+                conn.quit()
+            except (smtplib.SMTPException, OSError):
+                conn.close()
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def _send_on(self, conn: smtplib.SMTP, out: Outgoing) -> Delivery:
+        from .mime import build_mime, new_message_id
+
+        message = out.message
+        assert message.from_email is not None
+        message_id = new_message_id(message.from_email)
+        mime = build_mime(message, message_id=message_id)
+        recipients = [bare_address(a) for a in message.recipients()]
+        refused = conn.send_message(
+            mime, from_addr=bare_address(message.from_email), to_addrs=recipients
+        )
+        rejected = {
+            address_key(addr): f"{code} {reply.decode(errors='replace')}"
+            for addr, (code, reply) in refused.items()
+        }
+        return Delivery(message_id.strip("<>"), rejected)
+
+    def _deliver(self, out: Outgoing) -> Delivery:
+        with self._connection() as conn:
+            return self._send_on(conn, out)
+
+    def _batch_key(self, message: EmailMessage) -> Hashable | None:
+        return "smtp"  # any messages can share a connection
+
+    def _send_batch(self, batch: list[Outgoing]) -> list[BulkItemResult]:
+        results = []
+        with self._connection() as conn:
+            for out in batch:
+                try:
+                    results.append(self._ok_item(out, self._send_on(conn, out)))
+                except (smtplib.SMTPServerDisconnected, OSError):
+                    raise  # the connection is gone: fail the rest of the batch
+                except Exception as exc:
+                    results.append(self._failed_item(out.index, out.message.recipients(), exc))
+                    conn.rset()
+        return results
+
+    def _translate_error(self, exc: Exception) -> ServiceError | None:
+        text = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            return self._error(
+                "CONFIGURATION", f"SMTP_USERNAME / SMTP_PASSWORD rejected: {text}", cause=exc
+            )
+        if isinstance(exc, smtplib.SMTPNotSupportedError):
+            return self._error("CONFIGURATION", f"SMTP_SECURITY: {text}", cause=exc)
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            return self._error("MESSAGE_REJECTED", f"every recipient refused: {text}", cause=exc)
+        if isinstance(exc, smtplib.SMTPResponseException):
+            code = exc.smtp_code
+            if code == 552:
+                return self._error("MESSAGE_TOO_LARGE", text, cause=exc)
+            if code in (421, 450, 451, 452, 454):
+                return self._error("PROVIDER_UNAVAILABLE", text, retryable=True, cause=exc)
+            if isinstance(exc, smtplib.SMTPSenderRefused):
+                return self._error("NOT_VERIFIED", f"sender refused: {text}", cause=exc)
+            if 500 <= code < 600:
+                return self._error("MESSAGE_REJECTED", text, cause=exc)
+        if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+            return self._error("CONFIGURATION", f"SMTP TLS failed: {text}", cause=exc)
+        if isinstance(exc, smtplib.SMTPException | OSError):
+            return self._error("PROVIDER_UNAVAILABLE", text, retryable=True, cause=exc)
+        return None
+
+    # -- suppression and identities ------------------------------------------------------------
+
+    def _suppressed_among(self, addresses: list[str]) -> set[str]:
+        return self.suppression.among(addresses)
+
+    def _suppress(self, address: str, reason: SuppressionReason) -> None:
+        self.suppression.add(address, reason)
+
+    def _unsuppress(self, address: str) -> bool:
+        return self.suppression.remove(address)
+
+    def _list_suppressed(self) -> list[SuppressedEmail]:
+        return self.suppression.entries()
+
+    def _verify_domain(self, domain: str) -> DomainVerification:
+        raise self._error("NOT_SUPPORTED", "SMTP has no identity API")
+
+    def _verified_domains(self) -> list[str]:
+        return [domain_of(self.default_from)]
+
+    def _verified_emails(self) -> list[str]:
+        return [address_key(self.default_from)]
+
+    def _probe(self) -> tuple[HealthState, dict[str, Any]]:
+        from milequest.services.health import HealthState
+
+        with self._connection() as conn:
+            code, _ = conn.noop()
+        state = HealthState.HEALTHY if code == 250 else HealthState.DEGRADED
+        return state, {"host": self.host, "port": self.port, "security": self.security}
