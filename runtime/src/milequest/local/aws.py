@@ -1,0 +1,204 @@
+"""Embedded AWS: moto in server mode on loopback, provisioned like the dev stage."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import logging
+import threading
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
+
+logger = logging.getLogger("milequest.local.aws")
+
+MOTO_ACCOUNT_ID = "123456789012"  # moto's default account: its backends are keyed by it
+
+
+class EmbeddedMotoServer(ThreadedMotoServer):
+    """moto's threaded server that binds in ``start()`` itself.
+
+    ``ThreadedMotoServer.start`` binds inside its thread and waits without a timeout, so a
+    busy port would hang it; binding first makes a busy port an immediate ``OSError``.
+    """
+
+    def start(self) -> None:
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server(
+            self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+        )
+        self._server_ready_event.set()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="moto-server", daemon=True
+        )
+        self._thread.start()
+
+
+@dataclass(frozen=True)
+class AwsResources:
+    """What the local stack provisions, named like the dev stage's resources."""
+
+    region: str = "us-east-1"
+    connections_table: str = "milequest-local-connections"
+    sender_domain: str = "milequest.example"
+    configuration_set: str = "milequest-local"
+    websocket_secret_name: str = "milequest/local/websocket"
+    websocket_app_key: str = "local-app-key"
+    websocket_app_secret: str = "local-app-secret"
+
+
+@dataclass
+class ProvisioningReport:
+    """What was created, and what the embedded AWS could not provide."""
+
+    created: list[str] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
+    websocket_secret_arn: str = ""
+
+
+class EmbeddedAws:
+    """moto server mode in this process, plus provisioning from the runtime's definitions."""
+
+    def __init__(self, host: str, port: int, resources: AwsResources) -> None:
+        self.resources = resources
+        self._server = EmbeddedMotoServer(ip_address=host, port=port, verbose=False)
+        self.endpoint = ""
+
+    def start(self) -> None:
+        """Bind and serve (``OSError`` when the port is taken), then start from empty state."""
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per moto request
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        # moto's backends are process-wide: forget anything an earlier stack left behind.
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``boto3.client`` that reach the embedded AWS."""
+        return {
+            "endpoint_url": self.endpoint,
+            "region_name": self.resources.region,
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        }
+
+    def provision(self) -> ProvisioningReport:
+        """Create the connections table, SES identity, configuration set, templates, secret."""
+        from milequest.services.email.templates import load_template_sources
+        from milequest.services.websocket.apigateway import TTL_ATTRIBUTE, table_definition
+
+        res = self.resources
+        report = ProvisioningReport()
+
+        dynamodb = boto3.client("dynamodb", **self.client_options())
+        dynamodb.create_table(TableName=res.connections_table, **table_definition())
+        dynamodb.update_time_to_live(
+            TableName=res.connections_table,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+        )
+        report.created.append(f"dynamodb table {res.connections_table} (TTL {TTL_ATTRIBUTE})")
+
+        ses = boto3.client("sesv2", **self.client_options())
+        ses.create_email_identity(EmailIdentity=res.sender_domain)
+        report.created.append(f"ses identity {res.sender_domain}")
+        ses.create_configuration_set(
+            ConfigurationSetName=res.configuration_set,
+            ReputationOptions={"ReputationMetricsEnabled": True},
+            SuppressionOptions={"SuppressedReasons": ["BOUNCE", "COMPLAINT"]},
+            DeliveryOptions={"TlsPolicy": "REQUIRE"},
+        )
+        report.created.append(f"ses configuration set {res.configuration_set}")
+        for name, source in load_template_sources().items():
+            try:
+                ses.create_email_template(
+                    TemplateName=name,
+                    TemplateContent={
+                        "Subject": source.subject,
+                        "Html": source.html,
+                        "Text": source.text,
+                    },
+                )
+                report.created.append(f"ses template {name}")
+            except ClientError as exc:
+                # moto's sesv2 has no templates; the runtime renders the same files itself.
+                report.unsupported.append(f"ses template {name} ({_code(exc)})")
+
+        secrets = boto3.client("secretsmanager", **self.client_options())
+        secret = secrets.create_secret(
+            Name=res.websocket_secret_name,
+            SecretString=json.dumps(
+                {"key": res.websocket_app_key, "secret": res.websocket_app_secret}
+            ),
+        )
+        report.websocket_secret_arn = secret["ARN"]
+        report.created.append(f"secret {res.websocket_secret_name}")
+        return report
+
+    def sent_emails(self) -> list[dict[str, Any]]:
+        """Messages the embedded SES accepted (moto keeps them in its in-process backend)."""
+        from moto.ses.models import ses_backends
+
+        backend = ses_backends[MOTO_ACCOUNT_ID][self.resources.region]
+        return [_describe_ses_message(message) for message in list(backend.sent_messages)]
+
+
+def _describe_ses_message(message: Any) -> dict[str, Any]:
+    described: dict[str, Any] = {
+        "message_id": getattr(message, "id", None) or getattr(message, "ids", None),
+        "source": message.source,
+        "destinations": message.destinations,
+        "via": "ses",
+    }
+    raw = getattr(message, "raw_data", None)
+    if raw is not None:
+        parsed = email.message_from_string(raw, policy=email.policy.default)
+        described.update(_describe_mime(parsed))
+        return described
+    if hasattr(message, "template"):
+        described.update(
+            subject=f"(template {message.template})",
+            text=message.template_data,
+            html=None,
+            headers=[],
+        )
+        return described
+    body = str(message.body)
+    looks_html = body.lstrip().startswith("<")
+    described.update(
+        subject=message.subject,
+        text=None if looks_html else body,
+        html=body if looks_html else None,
+        headers=[],
+    )
+    return described
+
+
+def _describe_mime(parsed: Any) -> dict[str, Any]:
+    text_part = parsed.get_body(preferencelist=("plain",))
+    html_part = parsed.get_body(preferencelist=("html",))
+    return {
+        "subject": str(parsed.get("Subject", "")),
+        "headers": [[name, str(value)] for name, value in parsed.items()],
+        "text": text_part.get_content() if text_part is not None else None,
+        "html": html_part.get_content() if html_part is not None else None,
+    }
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "error"))

@@ -1,0 +1,241 @@
+"""The dev console: one static page plus a small JSON API over the running local stack."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Route
+
+from milequest.services.errors import ServiceError
+from milequest.services.registry import get_service
+
+from .lambda_runtime import LocalLambdaContext
+from .ses_feedback import ses_notification, sns_event
+
+if TYPE_CHECKING:
+    from .stack import LocalStack
+
+CONSOLE_USER = "dev-console"
+SES_EVENTS_HANDLER = "milequest.handlers.ses_events:handler"
+
+
+class BadRequestError(ValueError):
+    """A console API request the stack cannot act on (answered with 400)."""
+
+
+def _error(exc: Exception, status: int) -> JSONResponse:
+    body: dict[str, Any] = {"error": getattr(exc, "message", None) or str(exc)}
+    code = getattr(exc, "code", None)
+    if code is not None:
+        body["code"] = str(getattr(code, "value", code))
+    return JSONResponse(body, status_code=status)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise BadRequestError("the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequestError("the body must be a JSON object")
+    return body
+
+
+def _text(body: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = body.get(name, default)
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequestError(f"'{name}' is required")
+    return value.strip()
+
+
+def _subscriptions(stack: LocalStack, connection_ids: list[str]) -> dict[str, list[str]]:
+    """Channels per connection, from the connections table's by-connection index."""
+    from milequest.services.websocket.apigateway import CONNECTION_INDEX
+
+    if not connection_ids:
+        return {}
+    ddb = boto3.client("dynamodb", **stack.aws.client_options())
+    table = stack.config.resources.connections_table
+    found: dict[str, list[str]] = {}
+    for connection_id in connection_ids:
+        items = ddb.query(
+            TableName=table,
+            IndexName=CONNECTION_INDEX,
+            KeyConditionExpression="connection_id = :c",
+            ExpressionAttributeValues={":c": {"S": connection_id}},
+        )["Items"]
+        found[connection_id] = sorted(
+            item["pk"]["S"].removeprefix("CHAN#")
+            for item in items
+            if item["pk"]["S"].startswith("CHAN#")
+        )
+    return found
+
+
+def _suppressed() -> list[dict[str, Any]]:
+    try:
+        entries = get_service("email").get_suppressed_emails()
+    except Exception as exc:
+        return [{"error": str(exc)}]
+    return [
+        e.model_dump(mode="json") if hasattr(e, "model_dump") else {"email": str(e)}
+        for e in entries
+    ]
+
+
+def _load_handler(target: str) -> Any:
+    import importlib
+
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def create_console_app(stack: LocalStack) -> Starlette:
+    """The console for ``stack`` (mounted at ``/console`` of the stack's HTTP app)."""
+    page = resources.files("milequest.local").joinpath("console.html").read_text("utf-8")
+
+    async def index(request: Request) -> HTMLResponse:
+        return HTMLResponse(page)
+
+    def state() -> dict[str, Any]:
+        connections = stack.gateway.snapshot()
+        try:
+            subs = _subscriptions(stack, [c["connection_id"] for c in connections])
+        except Exception:
+            subs = {}
+        for conn in connections:
+            conn["channels"] = subs.get(conn["connection_id"], [])
+        return {
+            "urls": stack.urls,
+            "email_provider": stack.config.email_provider,
+            "connections": connections,
+            "deliveries": [d.describe() for d in reversed(stack.gateway.deliveries)],
+            "webhooks": list(reversed(stack.webhooks)),
+            "emails": list(reversed(stack.emails())),
+            "suppressed": _suppressed(),
+        }
+
+    async def api_state(request: Request) -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(state))
+
+    async def api_token(request: Request) -> JSONResponse:
+        user = request.query_params.get("user_id") or CONSOLE_USER
+        token = await run_in_threadpool(stack.connection_token, user)
+        return JSONResponse({"token": token, "user_id": user, "url": stack.urls["websocket"]})
+
+    async def api_trigger(request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        channel, event = _text(body, "channel"), _text(body, "event")
+        data: Any = body.get("data")
+        if isinstance(data, str):
+            # Plain text is a valid event payload too.
+            with contextlib.suppress(ValueError):
+                data = json.loads(data)
+        socket_id = body.get("socket_id") or None
+
+        def trigger() -> dict[str, Any]:
+            from milequest.services.websocket import WebSocketService
+
+            service = get_service("websocket")
+            if not isinstance(service, WebSocketService):
+                raise BadRequestError("no WebSocket service is configured")
+            result = service.trigger(channel, event, data, socket_id=socket_id)
+            return dict(result.model_dump(mode="json"))
+
+        return JSONResponse(await run_in_threadpool(trigger))
+
+    async def api_email(request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        to = _text(body, "to")
+        template = body.get("template") or None
+
+        def send() -> Any:
+            service = get_service("email")
+            if template:
+                data = body.get("template_data") or {}
+                if isinstance(data, str):
+                    data = json.loads(data or "{}")
+                result = service.send_templated_email(str(template), to, data)
+            else:
+                result = service.send_email(
+                    {
+                        "to": [to],
+                        "subject": body.get("subject") or "Test email from the dev console",
+                        "text": body.get("text") or "Hello from the Mile Quest dev console.",
+                        "html": body.get("html") or None,
+                    }
+                )
+            return _jsonable(_plain(result))
+
+        try:
+            return JSONResponse(await run_in_threadpool(send))
+        except ValueError as exc:
+            raise BadRequestError(f"template_data must be JSON: {exc}") from None
+
+    async def api_simulate(request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        address = _text(body, "address")
+        kind = body.get("kind", "bounce")
+        if kind not in ("bounce", "complaint"):
+            raise BadRequestError("'kind' is bounce or complaint")
+        res = stack.config.resources
+        notification = ses_notification(
+            kind,
+            address,
+            source=f"noreply@{res.sender_domain}",
+            region=res.region,
+            configuration_set=res.configuration_set,
+        )
+        event = sns_event(notification, region=res.region)
+
+        def run() -> Any:
+            handler = _load_handler(SES_EVENTS_HANDLER)
+            return handler(event, LocalLambdaContext(function_name="local-ses-events"))
+
+        result = await run_in_threadpool(run)
+        return JSONResponse({"handler_result": _jsonable(result), "event": event})
+
+    async def bad_request(request: Request, exc: Exception) -> JSONResponse:
+        return _error(exc, 400)
+
+    async def service_error(request: Request, exc: Exception) -> JSONResponse:
+        status = 400 if str(getattr(exc, "code", "")).startswith("INVALID") else 502
+        return _error(exc, status)
+
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/api/state", api_state),
+            Route("/api/token", api_token),
+            Route("/api/trigger", api_trigger, methods=["POST"]),
+            Route("/api/email", api_email, methods=["POST"]),
+            Route("/api/simulate", api_simulate, methods=["POST"]),
+        ],
+        exception_handlers={BadRequestError: bad_request, ServiceError: service_error},
+    )
+
+
+def _plain(value: Any) -> Any:
+    """A result object (pydantic model or dataclass) as plain data."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return json.loads(json.dumps(dataclasses.asdict(value), default=str))
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value

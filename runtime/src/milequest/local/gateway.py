@@ -1,0 +1,529 @@
+"""A local stand-in for an API Gateway WebSocket API, built on the ``websockets`` server.
+
+It runs the real Lambda handlers in-process with API Gateway's event shapes: the REQUEST
+authorizer and ``$connect`` during the opening handshake, route selection on
+``$request.body.action`` for every frame (the handler's returned ``body`` goes back to the
+client, as a two-way route does) and ``$disconnect`` on close. The management API
+(``@connections``) is served over HTTP by :mod:`milequest.local.management` and calls
+:meth:`WebSocketGateway.post_to_connection` and friends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import http
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from .lambda_runtime import LambdaHandler, LocalLambdaContext, WebSocketHandlers
+
+logger = logging.getLogger("milequest.local.gateway")
+
+MAX_MESSAGE_BYTES = 128 * 1024  # API Gateway's WebSocket message payload limit
+DEFAULT_IDLE_TIMEOUT = 600.0  # API Gateway closes connections idle for 10 minutes
+DEFAULT_MAX_LIFETIME = 7200.0  # ... and any connection after 2 hours
+
+
+class ConnectionGoneError(Exception):
+    """The connection id is unknown, not yet established, or closed (HTTP 410)."""
+
+
+class PayloadTooLargeError(Exception):
+    """A management-API post larger than the message limit (HTTP 413)."""
+
+
+@dataclass
+class GatewayConfig:
+    """How the emulated API behaves. Ports are not here: the gateway serves a bound socket."""
+
+    stage: str = "local"
+    api_id: str = "localapi01"
+    region: str = "us-east-1"
+    account_id: str = "123456789012"
+    route_selection_key: str = "action"
+    routes: tuple[str, ...] = ()
+    """Custom route keys besides ``$default`` (matched against the body's ``action``)."""
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_lifetime: float = DEFAULT_MAX_LIFETIME
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    lost_disconnect_delay: float | None = 5.0
+    """After a client vanishes without a close frame, ``$disconnect`` runs this many seconds
+    later (``None``: never). API Gateway's ``$disconnect`` is best effort, and until it runs
+    a trigger meets the dead connection on the 410 path."""
+    handler_workers: int = 32
+
+
+@dataclass
+class GatewayConnection:
+    """One established client connection as the gateway sees it."""
+
+    connection_id: str
+    websocket: ServerConnection
+    connected_at: float
+    source_ip: str
+    user_agent: str
+    headers: dict[str, str]
+    query: dict[str, str]
+    authorizer: dict[str, Any]
+    last_active: float = field(default_factory=time.time)
+    messages_in: int = 0
+    messages_out: int = 0
+    closed_by_gateway: bool = False
+
+    def touch(self) -> None:
+        self.last_active = time.time()
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready summary (the dev console shows it)."""
+        return {
+            "connection_id": self.connection_id,
+            "principal_id": self.authorizer.get("principalId"),
+            "connected_at": _iso(self.connected_at),
+            "last_active_at": _iso(self.last_active),
+            "source_ip": self.source_ip,
+            "user_agent": self.user_agent,
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+        }
+
+
+@dataclass
+class _Pending:
+    connection_id: str
+    connected_at: float
+    headers: dict[str, str]
+    query: dict[str, str]
+    authorizer: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One frame the gateway pushed to a client through the management API."""
+
+    at: float
+    connection_id: str
+    data: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"at": _iso(self.at), "connection_id": self.connection_id, "data": self.data}
+
+
+def new_connection_id() -> str:
+    """An id shaped like API Gateway's (base64 of 11 random bytes, e.g. ``L0SM9cOFvHcCIhw=``)."""
+    while True:
+        candidate = base64.b64encode(os.urandom(11)).decode("ascii")
+        # API Gateway's ids are path-safe; keep ours free of '/' and '+' as well.
+        if "/" not in candidate and "+" not in candidate:
+            return candidate
+
+
+class WebSocketGateway:
+    """The emulated WebSocket API: connections, handler invocation and the management calls."""
+
+    def __init__(
+        self,
+        handlers: WebSocketHandlers | Callable[[], WebSocketHandlers],
+        config: GatewayConfig | None = None,
+    ) -> None:
+        self.config = config or GatewayConfig()
+        self._handlers_source = handlers
+        self._handlers: WebSocketHandlers | None = None
+        self.connections: dict[str, GatewayConnection] = {}
+        self.deliveries: deque[Delivery] = deque(maxlen=200)
+        self._pending: dict[ServerConnection, _Pending] = {}
+        self._server: Server | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._host = "127.0.0.1"
+        self._port = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def handlers(self) -> WebSocketHandlers:
+        if self._handlers is None:
+            source = self._handlers_source
+            self._handlers = source if isinstance(source, WebSocketHandlers) else source()
+        return self._handlers
+
+    @property
+    def domain_name(self) -> str:
+        return f"{self._host}:{self._port}"
+
+    @property
+    def url(self) -> str:
+        """The ``ws://`` URL clients connect to (API Gateway's ``wss://.../{stage}``)."""
+        return f"ws://{self.domain_name}/{self.config.stage}"
+
+    async def start(self, sock: socket.socket) -> None:
+        """Serve WebSocket clients on the bound, listening ``sock``."""
+        _ = self.handlers  # import the handlers now so a broken module fails the start
+        self._host, self._port = sock.getsockname()[:2]
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.config.handler_workers, thread_name_prefix="apigw-lambda"
+        )
+        self._server = await serve(
+            self._serve_connection,
+            sock=sock,
+            process_request=self._process_request,
+            max_size=self.config.max_message_bytes,
+            # API Gateway sends no pings of its own; clients keep connections alive.
+            ping_interval=None,
+            close_timeout=2,
+            server_header="local-apigateway",
+            compression=None,  # API Gateway negotiates no permessage-deflate
+        )
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def stop(self) -> None:
+        """Close every connection (running ``$disconnect``) and stop serving."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    # -- management API operations ---------------------------------------------------------
+
+    def _live(self, connection_id: str) -> GatewayConnection:
+        conn = self.connections.get(connection_id)
+        if conn is None or conn.websocket.close_code is not None or conn.closed_by_gateway:
+            raise ConnectionGoneError(connection_id)
+        return conn
+
+    async def post_to_connection(self, connection_id: str, data: bytes) -> None:
+        """Send ``data`` to the client (a text frame when it is UTF-8)."""
+        if len(data) > self.config.max_message_bytes:
+            raise PayloadTooLargeError(
+                f"{len(data)} bytes exceeds the {self.config.max_message_bytes}-byte limit"
+            )
+        conn = self._live(connection_id)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        try:
+            await conn.websocket.send(text if text is not None else data)
+        except ConnectionClosed:
+            raise ConnectionGoneError(connection_id) from None
+        conn.messages_out += 1
+        conn.touch()
+        self.deliveries.append(
+            Delivery(time.time(), connection_id, text if text is not None else repr(data))
+        )
+
+    def get_connection(self, connection_id: str) -> dict[str, Any]:
+        """``GetConnection``'s answer for a live connection."""
+        conn = self._live(connection_id)
+        return {
+            "connectedAt": _iso(conn.connected_at),
+            "identity": {"sourceIp": conn.source_ip, "userAgent": conn.user_agent},
+            "lastActiveAt": _iso(conn.last_active),
+        }
+
+    async def delete_connection(self, connection_id: str) -> None:
+        """Disconnect a client, as ``DeleteConnection`` does (``$disconnect`` follows)."""
+        conn = self._live(connection_id)
+        conn.closed_by_gateway = True
+        await conn.websocket.close(1000, "Connection deleted")
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [conn.describe() for conn in list(self.connections.values())]
+
+    # -- handshake: authorizer and $connect ------------------------------------------------
+
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        parts = urlsplit(request.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        headers = dict(request.headers.raw_items())
+        connection_id = new_connection_id()
+        now = time.time()
+        context = self._request_context(
+            connection_id, "$connect", "CONNECT", connected_at=now, connection=connection
+        )
+        multi_query = dict(parse_qs(parts.query, keep_blank_values=True).items())
+        auth_event: dict[str, Any] = {
+            "type": "REQUEST",
+            "methodArn": (
+                f"arn:aws:execute-api:{self.config.region}:{self.config.account_id}:"
+                f"{self.config.api_id}/{self.config.stage}/$connect"
+            ),
+            "headers": headers,
+            "multiValueHeaders": {k: request.headers.get_all(k) for k in headers},
+            "queryStringParameters": query,
+            "multiValueQueryStringParameters": multi_query,
+            "stageVariables": {},
+            "requestContext": context,
+        }
+        try:
+            decision = await self._invoke(self.handlers.authorize, auth_event, "authorizer")
+        except Exception as exc:
+            # A Lambda authorizer signals "no credentials / bad token" by raising
+            # "Unauthorized"; API Gateway answers 401. Any other failure is a 500.
+            if str(exc) == "Unauthorized":
+                return connection.respond(http.HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
+            logger.exception("authorizer failed")
+            return connection.respond(http.HTTPStatus.INTERNAL_SERVER_ERROR, "Internal error\n")
+        authorizer = _authorizer_context(decision)
+        if authorizer is None:
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "Forbidden\n")
+
+        connect_context = {**context, "authorizer": authorizer}
+        connect_event = {
+            "headers": headers,
+            "multiValueHeaders": auth_event["multiValueHeaders"],
+            "queryStringParameters": query or None,
+            "multiValueQueryStringParameters": multi_query or None,
+            "requestContext": connect_context,
+            "isBase64Encoded": False,
+        }
+        try:
+            result = await self._invoke(self.handlers.on_connect, connect_event, "connect")
+        except Exception:
+            logger.exception("$connect handler failed")
+            return connection.respond(http.HTTPStatus.INTERNAL_SERVER_ERROR, "Internal error\n")
+        status = _status_code(result)
+        if status >= 300:
+            return connection.respond(status, _body_text(result) or f"{status}\n")
+        self._pending[connection] = _Pending(connection_id, now, headers, query, authorizer)
+        return None
+
+    # -- messages and $disconnect ----------------------------------------------------------
+
+    async def _serve_connection(self, websocket: ServerConnection) -> None:
+        pending = self._pending.pop(websocket, None)
+        if pending is None:  # handshake state lost: never happens with process_request above
+            await websocket.close(1011, "Internal error")
+            return
+        remote = websocket.remote_address
+        conn = GatewayConnection(
+            connection_id=pending.connection_id,
+            websocket=websocket,
+            connected_at=pending.connected_at,
+            source_ip=str(remote[0]) if remote else "127.0.0.1",
+            user_agent=pending.headers.get("User-Agent", ""),
+            headers=pending.headers,
+            query=pending.query,
+            authorizer=pending.authorizer,
+        )
+        self.connections[conn.connection_id] = conn
+        try:
+            async for message in websocket:
+                conn.touch()
+                conn.messages_in += 1
+                await self._route(conn, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connections.pop(conn.connection_id, None)
+            await self._after_close(conn)
+
+    async def _route(self, conn: GatewayConnection, message: str | bytes) -> None:
+        is_binary = isinstance(message, bytes)
+        body = base64.b64encode(message).decode() if isinstance(message, bytes) else message
+        route_key = "$default"
+        if not is_binary:
+            with contextlib.suppress(ValueError):
+                parsed = json.loads(body)
+                if isinstance(parsed, dict):
+                    selected = parsed.get(self.config.route_selection_key)
+                    if isinstance(selected, str) and selected in self.config.routes:
+                        route_key = selected
+        context = self._request_context(
+            conn.connection_id, route_key, "MESSAGE", connected_at=conn.connected_at, conn=conn
+        )
+        context["messageId"] = base64.b64encode(os.urandom(9)).decode()
+        event = {"requestContext": context, "body": body, "isBase64Encoded": is_binary}
+        reply: str | None
+        try:
+            result = await self._invoke(self.handlers.on_message, event, "default")
+        except Exception:
+            logger.exception("route %s failed for %s", route_key, conn.connection_id)
+            reply = json.dumps(
+                {
+                    "message": "Internal server error",
+                    "connectionId": conn.connection_id,
+                    "requestId": context["requestId"],
+                }
+            )
+        else:
+            reply = _body_text(result)
+        if reply:
+            with contextlib.suppress(ConnectionClosed):
+                await conn.websocket.send(reply)
+                conn.messages_out += 1
+
+    async def _after_close(self, conn: GatewayConnection) -> None:
+        websocket = conn.websocket
+        received = websocket.protocol.close_rcvd
+        lost = received is None and not conn.closed_by_gateway
+        code = received.code if received is not None else (websocket.close_code or 1006)
+        reason = received.reason if received is not None else websocket.close_reason or ""
+        if lost:
+            delay = self.config.lost_disconnect_delay
+            if delay is None:
+                logger.info("%s vanished; $disconnect skipped", conn.connection_id)
+                return
+            task = asyncio.create_task(self._disconnect_later(conn, 1006, "Going away", delay))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
+        await self._disconnect(conn, code, reason)
+
+    async def _disconnect_later(
+        self, conn: GatewayConnection, code: int, reason: str, delay: float
+    ) -> None:
+        await asyncio.sleep(delay)
+        await self._disconnect(conn, code, reason)
+
+    async def _disconnect(self, conn: GatewayConnection, code: int, reason: str) -> None:
+        context = self._request_context(
+            conn.connection_id,
+            "$disconnect",
+            "DISCONNECT",
+            connected_at=conn.connected_at,
+            conn=conn,
+        )
+        context["disconnectStatusCode"] = code
+        context["disconnectReason"] = reason
+        event = {"headers": conn.headers, "requestContext": context, "isBase64Encoded": False}
+        try:
+            await self._invoke(self.handlers.on_disconnect, event, "disconnect")
+        except Exception:
+            logger.exception("$disconnect handler failed for %s", conn.connection_id)
+
+    # -- idle timeout and maximum lifetime -------------------------------------------------
+
+    async def _sweep(self) -> None:
+        interval = max(0.05, min(self.config.idle_timeout / 4, self.config.max_lifetime / 4, 5.0))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.time()
+            for conn in list(self.connections.values()):
+                idle = now - conn.last_active > self.config.idle_timeout
+                expired = now - conn.connected_at > self.config.max_lifetime
+                if (idle or expired) and not conn.closed_by_gateway:
+                    conn.closed_by_gateway = True
+                    task = asyncio.create_task(conn.websocket.close(1001, "Going away"))
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _invoke(self, handler: LambdaHandler, event: dict[str, Any], name: str) -> Any:
+        context = LocalLambdaContext(
+            function_name=f"local-websocket-{name}",
+            region=self.config.region,
+            account_id=self.config.account_id,
+        )
+        loop = asyncio.get_running_loop()
+        # Handlers are synchronous boto3 code: run them off the event loop.
+        return await loop.run_in_executor(self._executor, handler, event, context)
+
+    def _request_context(
+        self,
+        connection_id: str,
+        route_key: str,
+        event_type: str,
+        *,
+        connected_at: float,
+        connection: ServerConnection | None = None,
+        conn: GatewayConnection | None = None,
+    ) -> dict[str, Any]:
+        now = time.time()
+        if conn is not None:
+            identity = {"sourceIp": conn.source_ip, "userAgent": conn.user_agent}
+        else:
+            remote = connection.remote_address if connection is not None else None
+            agent = ""
+            if connection is not None and connection.request is not None:
+                agent = connection.request.headers.get("User-Agent", "")
+            identity = {"sourceIp": str(remote[0]) if remote else "127.0.0.1", "userAgent": agent}
+        context: dict[str, Any] = {
+            "routeKey": route_key,
+            "eventType": event_type,
+            "extendedRequestId": base64.b64encode(os.urandom(9)).decode(),
+            "requestTime": datetime.fromtimestamp(now, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "messageDirection": "IN",
+            "stage": self.config.stage,
+            "connectedAt": int(connected_at * 1000),
+            "requestTimeEpoch": int(now * 1000),
+            "identity": identity,
+            "requestId": str(uuid.uuid4()),
+            "domainName": self.domain_name,
+            "connectionId": connection_id,
+            "apiId": self.config.api_id,
+        }
+        if conn is not None:
+            context["authorizer"] = conn.authorizer
+        return context
+
+
+def _authorizer_context(decision: Any) -> dict[str, Any] | None:
+    """The ``requestContext.authorizer`` an allowing decision yields, or None on deny.
+
+    Accepts the IAM-policy response WebSocket authorizers return (any ``Deny`` statement
+    or no ``Allow`` denies) and, leniently, the simple ``isAuthorized`` form.
+    """
+    if not isinstance(decision, Mapping):
+        return None
+    context = decision.get("context") or {}
+    if not isinstance(context, Mapping):
+        context = {}
+    if "isAuthorized" in decision:
+        return dict(context) if decision.get("isAuthorized") is True else None
+    statements = (decision.get("policyDocument") or {}).get("Statement") or []
+    if isinstance(statements, Mapping):
+        statements = [statements]
+    effects = {str(s.get("Effect", "")).lower() for s in statements if isinstance(s, Mapping)}
+    if "deny" in effects or "allow" not in effects:
+        return None
+    return {"principalId": decision.get("principalId"), **context}
+
+
+def _status_code(result: Any) -> int:
+    if isinstance(result, Mapping):
+        with contextlib.suppress(TypeError, ValueError):
+            return int(result.get("statusCode", 200))
+    return 200
+
+
+def _body_text(result: Any) -> str | None:
+    if isinstance(result, Mapping):
+        body = result.get("body")
+        if body is None:
+            return None
+        return body if isinstance(body, str) else json.dumps(body)
+    return None
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,437 @@
+"""``LocalStack``: the embedded AWS, the WebSocket gateway, the SMTP sink and the HTTP apps.
+
+Everything runs in this process: moto in its own thread, the rest on one asyncio loop in a
+background thread, so the same object serves ``python -m milequest.local`` (foreground,
+signals in the main thread) and tests or benchmarks (``with LocalStack(config) as stack``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import threading
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
+from starlette.routing import Mount, Route
+
+from .aws import AwsResources, EmbeddedAws, ProvisioningReport
+from .gateway import DEFAULT_IDLE_TIMEOUT, GatewayConfig, WebSocketGateway
+from .lambda_runtime import WEBSOCKET_HANDLERS_MODULE, WebSocketHandlers
+from .management import create_management_app
+from .smtp_sink import SmtpSink
+
+logger = logging.getLogger("milequest.local")
+
+EmailProvider = Literal["smtp", "ses"]
+STARTUP_TIMEOUT_S = 60.0
+
+
+class PortInUseError(RuntimeError):
+    """A port the stack needs is already taken."""
+
+    def __init__(self, name: str, host: str, port: int) -> None:
+        super().__init__(
+            f"port {port} on {host} (the {name}) is already in use; stop whatever holds it "
+            f"or choose another port (see --help)"
+        )
+        self.name = name
+        self.host = host
+        self.port = port
+
+
+class StackStartError(RuntimeError):
+    """The stack could not start; the message says which part failed and why."""
+
+
+@dataclass
+class LocalStackConfig:
+    """Ports (0 picks a free one) and behaviour of the local stack."""
+
+    host: str = "127.0.0.1"
+    aws_port: int = 4566
+    gateway_port: int = 3001
+    management_port: int = 3002
+    http_port: int = 8000
+    smtp_port: int = 1025
+    email_provider: EmailProvider = "smtp"
+    stage: str = "local"
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    lost_disconnect_delay: float | None = 5.0
+    handlers_module: str = WEBSOCKET_HANDLERS_MODULE
+    resources: AwsResources = field(default_factory=AwsResources)
+    export_env: bool = True
+    """Put the stack's variables into ``os.environ`` while it runs (the in-process
+    handlers and services read them there); the previous values come back on stop."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LocalStackConfig:
+        """Defaults overridden by ``LOCAL_HOST``, ``LOCAL_AWS_PORT``, ``LOCAL_GATEWAY_PORT``,
+        ``LOCAL_MANAGEMENT_PORT``, ``LOCAL_HTTP_PORT``, ``LOCAL_SMTP_PORT``,
+        ``LOCAL_EMAIL_PROVIDER`` and ``LOCAL_IDLE_TIMEOUT``."""
+        env = os.environ if environ is None else environ
+        config = cls()
+        config.host = env.get("LOCAL_HOST", config.host)
+        for attr in ("aws_port", "gateway_port", "management_port", "http_port", "smtp_port"):
+            value = env.get(f"LOCAL_{attr.upper()}")
+            if value:
+                setattr(config, attr, _port(f"LOCAL_{attr.upper()}", value))
+        provider = env.get("LOCAL_EMAIL_PROVIDER")
+        if provider:
+            config.email_provider = _email_provider(provider)
+        idle = env.get("LOCAL_IDLE_TIMEOUT")
+        if idle:
+            config.idle_timeout = _positive("LOCAL_IDLE_TIMEOUT", idle)
+        return config
+
+
+def _port(name: str, value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a port number, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{name} must be between 0 and 65535, got {port}")
+    return port
+
+
+def _positive(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
+    if number <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return number
+
+
+def _email_provider(value: str) -> EmailProvider:
+    if value == "smtp":
+        return "smtp"
+    if value == "ses":
+        return "ses"
+    raise ValueError(f"the email provider must be smtp or ses, got {value!r}")
+
+
+def bind_port(name: str, host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``; :class:`PortInUseError` when it is taken."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            raise PortInUseError(name, host, port) from None
+        raise StackStartError(f"cannot listen on {host}:{port} for the {name}: {exc}") from None
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+class LocalStack:
+    """The whole local stack. ``start()`` returns once every part serves; ``stop()`` ends all."""
+
+    def __init__(
+        self,
+        config: LocalStackConfig | None = None,
+        *,
+        handlers: WebSocketHandlers | None = None,
+    ) -> None:
+        self.config = config or LocalStackConfig()
+        cfg = self.config
+        self.aws = EmbeddedAws(cfg.host, cfg.aws_port, cfg.resources)
+        self.gateway = WebSocketGateway(
+            handlers or (lambda: WebSocketHandlers.from_module(cfg.handlers_module)),
+            GatewayConfig(
+                stage=cfg.stage,
+                region=cfg.resources.region,
+                idle_timeout=cfg.idle_timeout,
+                lost_disconnect_delay=cfg.lost_disconnect_delay,
+            ),
+        )
+        self.smtp = SmtpSink()
+        self.webhooks: deque[dict[str, Any]] = deque(maxlen=200)
+        self.provisioning = ProvisioningReport()
+        self.env: dict[str, str] = {}
+        self.urls: dict[str, str] = {}
+        self._saved_env: dict[str, str | None] = {}
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._sockets: dict[str, socket.socket] = {}
+        self._aws_started = False
+        self._running = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> LocalStack:
+        """Bind every port, start and provision the embedded AWS, then serve everything."""
+        if self._running:
+            return self
+        cfg = self.config
+        try:
+            for name, port in (
+                ("WebSocket gateway", cfg.gateway_port),
+                ("management API", cfg.management_port),
+                ("HTTP app", cfg.http_port),
+                ("SMTP sink", cfg.smtp_port),
+            ):
+                self._sockets[name] = bind_port(name, cfg.host, port)
+            try:
+                self.aws.start()
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    raise PortInUseError("embedded AWS", cfg.host, cfg.aws_port) from None
+                raise StackStartError(f"the embedded AWS could not start: {exc}") from None
+            self._aws_started = True
+            self.provisioning = self.aws.provision()
+            self._compute_env()
+            if cfg.export_env:
+                self._export_env()
+            self._thread = threading.Thread(target=self._run, name="local-stack", daemon=True)
+            self._thread.start()
+            if not self._ready.wait(STARTUP_TIMEOUT_S):
+                raise StackStartError("the local stack did not start in time")
+            if self._startup_error is not None:
+                raise StackStartError(
+                    f"the local stack could not start: {self._startup_error}"
+                ) from self._startup_error
+        except BaseException:
+            self._running = True
+            self.stop()
+            raise
+        self._running = True
+        return self
+
+    def stop(self) -> None:
+        """Stop every part (WebSocket clients get a close frame) and restore the environment."""
+        if not self._running:
+            return
+        self._running = False
+        if self._loop is not None and self._stop_requested is not None:
+            self._loop.call_soon_threadsafe(self._stop_requested.set)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()
+        if self._aws_started:
+            self.aws.stop()
+            self._aws_started = False
+        self._restore_env()
+        _reset_registry()
+
+    # -- what applications need ------------------------------------------------------------
+
+    def _compute_env(self) -> None:
+        cfg, res = self.config, self.config.resources
+        ports = {name: sock.getsockname()[1] for name, sock in self._sockets.items()}
+        host = cfg.host
+        gateway_url = f"ws://{host}:{ports['WebSocket gateway']}/{cfg.stage}"
+        management = f"http://{host}:{ports['management API']}/{cfg.stage}"
+        http_url = f"http://{host}:{ports['HTTP app']}"
+        self.urls = {
+            "websocket": gateway_url,
+            "management": management,
+            "http": http_url,
+            "console": f"{http_url}/console/",
+            "aws": self.aws.endpoint,
+            "smtp": f"smtp://{host}:{ports['SMTP sink']}",
+        }
+        self.env = {
+            "AWS_ENDPOINT_URL": self.aws.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": res.region,
+            "AWS_REGION": res.region,
+            "WEBSOCKET_PROVIDER": "apigateway",
+            "CONNECTIONS_TABLE": res.connections_table,
+            "APIGW_MANAGEMENT_ENDPOINT": management,
+            "WEBSOCKET_APP_KEY": res.websocket_app_key,
+            "WEBSOCKET_APP_SECRET": res.websocket_app_secret,
+            "WEBSOCKET_WEBHOOK_URL": f"{http_url}/webhooks/pusher",
+            "EMAIL_PROVIDER": cfg.email_provider,
+            "DEFAULT_FROM_EMAIL": f"noreply@{res.sender_domain}",
+            "AWS_SES_REGION": res.region,
+            "SES_CONFIGURATION_SET": res.configuration_set,
+            "SMTP_HOST": host,
+            "SMTP_PORT": str(ports["SMTP sink"]),
+            "SMTP_SECURITY": "none",
+        }
+
+    def _export_env(self) -> None:
+        for name, value in self.env.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+        # AWS_SESSION_TOKEN would sign requests for a session moto never issued.
+        self._saved_env.setdefault("AWS_SESSION_TOKEN", os.environ.pop("AWS_SESSION_TOKEN", None))
+        _reset_registry()
+
+    def _restore_env(self) -> None:
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env.clear()
+
+    def connection_token(self, user_id: str, ttl_seconds: int = 24 * 3600) -> str:
+        """A connection token for ``user_id`` signed with the stack's WebSocket app secret."""
+        from milequest.services.websocket import issue_connection_token
+
+        return issue_connection_token(
+            user_id, ttl_seconds, secret=self.config.resources.websocket_app_secret
+        )
+
+    def emails(self) -> list[dict[str, Any]]:
+        """Every captured email: the SMTP sink's, then the embedded SES's, oldest first."""
+        captured = [m.describe() for m in self.smtp.messages]
+        return captured + self.aws.sent_emails()
+
+    def banner(self) -> str:
+        """The URLs and the environment an application needs to use this stack."""
+        lines = ["Mile Quest local stack is running.", ""]
+        labels = {
+            "console": "Dev console      ",
+            "http": "HTTP app         ",
+            "websocket": "WebSocket gateway",
+            "management": "Management API   ",
+            "aws": "Embedded AWS     ",
+            "smtp": "SMTP sink        ",
+        }
+        lines += [f"  {labels[key]}  {self.urls[key]}" for key in labels]
+        lines += ["", "Environment for an application using this stack:", ""]
+        lines += [f"export {name}={value}" for name, value in self.env.items()]
+        lines += [
+            "",
+            "Alternatively to WEBSOCKET_APP_KEY/SECRET: "
+            f"WEBSOCKET_SECRET_ARN={self.provisioning.websocket_secret_arn}",
+            "",
+            "Sample connection token (user 'dev-user', valid 24 h):",
+            f"  {self.connection_token('dev-user')}",
+            f"  connect with: {self.urls['websocket']}?token=<token>",
+        ]
+        if self.provisioning.unsupported:
+            lines += ["", "Not provided by the embedded AWS (the runtime renders these itself):"]
+            lines += [f"  - {item}" for item in self.provisioning.unsupported]
+        lines += ["", "Press Ctrl-C to stop."]
+        return "\n".join(lines)
+
+    # -- the asyncio side ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:
+            self._startup_error = self._startup_error or exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+        try:
+            await self.smtp.start(self._sockets["SMTP sink"])
+            await self.gateway.start(self._sockets["WebSocket gateway"])
+            for name, app in (
+                ("management API", create_management_app(self.gateway)),
+                ("HTTP app", self._http_app()),
+            ):
+                server = uvicorn.Server(
+                    uvicorn.Config(
+                        app,
+                        log_level="warning",
+                        access_log=False,
+                        lifespan="off",
+                        ws="none",
+                        timeout_graceful_shutdown=5,
+                    )
+                )
+                task = asyncio.create_task(server.serve(sockets=[self._sockets[name]]))
+                servers.append((server, task))
+            while not all(server.started for server, _ in servers):
+                failed = [task for _, task in servers if task.done()]
+                if failed:
+                    failed[0].result()
+                    raise StackStartError("an HTTP server stopped during start-up")
+                await asyncio.sleep(0.01)
+        except BaseException as exc:
+            self._startup_error = exc
+            self._ready.set()
+            await self._shutdown(servers)
+            return
+        self._ready.set()
+        await self._stop_requested.wait()
+        await self._shutdown(servers)
+
+    async def _shutdown(self, servers: list[tuple[uvicorn.Server, asyncio.Task[None]]]) -> None:
+        # The gateway goes first: its $disconnect handlers still need the management API.
+        await self.gateway.stop()
+        for server, _ in servers:
+            server.should_exit = True
+        for _, task in servers:
+            try:
+                await asyncio.wait_for(task, timeout=10)
+            except (TimeoutError, asyncio.CancelledError):
+                logger.warning("an HTTP server did not stop in time")
+            except Exception:
+                logger.exception("an HTTP server failed while stopping")
+        await self.smtp.stop()
+
+    def _http_app(self) -> Starlette:
+        from milequest.web import create_app
+
+        from .console import create_console_app
+
+        web = create_app(health_services=("websocket", "email"))
+        web.state.webhooks.register("*", self._record_webhook)
+
+        async def home(request: Request) -> RedirectResponse:
+            return RedirectResponse("/console/")
+
+        return Starlette(
+            routes=[
+                Route("/", home),
+                Mount("/console", create_console_app(self)),
+                Mount("/", web),
+            ]
+        )
+
+    def _record_webhook(self, event: Any) -> None:
+        self.webhooks.append(event.model_dump(exclude_none=True))
+
+    def iter_sockets(self) -> Iterator[tuple[str, int]]:
+        """(part, port) of every listening socket (after start)."""
+        for name, sock in self._sockets.items():
+            yield name, sock.getsockname()[1]
+
+
+def _reset_registry() -> None:
+    from milequest.services.registry import reset_services
+
+    reset_services()
