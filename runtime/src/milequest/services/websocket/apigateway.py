@@ -258,34 +258,42 @@ class ApiGatewayWebSocketService(ConnectionService):
 
     # -- fan-out -----------------------------------------------------------------------------
 
-    def _post(self, target: tuple[str, bytes]) -> tuple[str, Exception | None]:
-        connection_id, data = target
+    def _post(self, target: tuple[str, list[bytes]]) -> tuple[int, bool, list[Exception]]:
+        """Post one connection's messages in order; stops at a 410 (the connection is gone)."""
+        connection_id, messages = target
         _, mgmt = self._clients()
-        try:
-            mgmt.post_to_connection(ConnectionId=connection_id, Data=data)
-        except mgmt.exceptions.GoneException:
-            return "gone", None
-        except Exception as exc:
-            logger.warning("post_to_connection %s failed: %s", connection_id, exc)
-            return "failed", exc
-        return "delivered", None
+        delivered, errors = 0, []
+        for data in messages:
+            try:
+                mgmt.post_to_connection(ConnectionId=connection_id, Data=data)
+            except mgmt.exceptions.GoneException:
+                return delivered, True, errors
+            except Exception as exc:
+                logger.warning("post_to_connection %s failed: %s", connection_id, exc)
+                errors.append(exc)
+            else:
+                delivered += 1
+        return delivered, False, errors
 
     def _fanout(self, targets: list[tuple[str, bytes]]) -> tuple[int, list[str], int]:
         """Post every (connection, data); returns delivered, gone connection ids, failed.
 
-        Raises the mapped error when every post failed (the endpoint is down, say).
+        One task per connection keeps each connection's messages in order. Raises the
+        mapped error when every post failed (the endpoint is down, say).
         """
-        if not targets:
+        grouped: dict[str, list[bytes]] = {}
+        for connection_id, data in targets:
+            grouped.setdefault(connection_id, []).append(data)
+        work = list(grouped.items())
+        if not work:
             return 0, [], 0
-        if len(targets) == 1:
-            outcomes = [self._post(targets[0])]
+        if len(work) == 1:
+            outcomes = [self._post(work[0])]
         else:
-            outcomes = list(self._executor().map(self._post, targets))
-        gone = list(
-            dict.fromkeys(t[0] for t, (o, _) in zip(targets, outcomes, strict=True) if o == "gone")
-        )
-        delivered = sum(1 for o, _ in outcomes if o == "delivered")
-        errors = [e for _, e in outcomes if e is not None]
+            outcomes = list(self._executor().map(self._post, work))
+        gone = [cid for (cid, _), (_, is_gone, _) in zip(work, outcomes, strict=True) if is_gone]
+        delivered = sum(d for d, _, _ in outcomes)
+        errors = [e for _, _, errs in outcomes for e in errs]
         if errors and not delivered and not gone:
             raise self._map_error(errors[0])
         return delivered, gone, len(errors)
