@@ -1,0 +1,243 @@
+"""The API Gateway emulator on its own, driving a small recording handler set."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+import uvicorn
+from milequest.local.gateway import GatewayConfig, WebSocketGateway
+from milequest.local.lambda_runtime import WebSocketHandlers
+from milequest.local.management import create_management_app
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from .conftest import run
+
+
+@dataclass
+class Recorder:
+    """Handlers that record their events; the token decides the authorizer's answer."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    disconnected: threading.Event = field(default_factory=threading.Event)
+
+    def authorize(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        self.events.append(event)
+        token = (event.get("queryStringParameters") or {}).get("token")
+        if token is None:
+            raise Exception("Unauthorized")
+        effect = "Allow" if token == "good" else "Deny"
+        return {
+            "principalId": "user-1",
+            "policyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": "*"}],
+            },
+            "context": {"userId": "user-1", "plan": "gold"},
+        }
+
+    def on_connect(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        self.events.append(event)
+        return {"statusCode": 200}
+
+    def on_disconnect(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        self.events.append(event)
+        self.disconnected.set()
+        return {"statusCode": 200}
+
+    def on_message(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        self.events.append(event)
+        if event["body"] == '{"action": "explode"}':
+            raise RuntimeError("handler bug")
+        reply = {"route": event["requestContext"]["routeKey"], "remaining": None}
+        reply["remaining"] = context.get_remaining_time_in_millis() > 0
+        return {"statusCode": 200, "body": json.dumps(reply)}
+
+    def handlers(self) -> WebSocketHandlers:
+        return WebSocketHandlers(
+            self.authorize, self.on_connect, self.on_disconnect, self.on_message
+        )
+
+    def of(self, route: str) -> list[dict[str, Any]]:
+        """Route events (authorizer events, which have a ``type``, left out)."""
+        return [
+            e
+            for e in self.events
+            if e.get("requestContext", {}).get("routeKey") == route and "type" not in e
+        ]
+
+
+def _listening() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass
+class Running:
+    gateway: WebSocketGateway
+    recorder: Recorder
+    management: str
+
+
+@asynccontextmanager
+async def gateway(**options: Any) -> AsyncIterator[Running]:
+    recorder = Recorder()
+    gw = WebSocketGateway(recorder.handlers(), GatewayConfig(**options))
+    await gw.start(_listening())
+    sock = _listening()
+    server = uvicorn.Server(
+        uvicorn.Config(create_management_app(gw), log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield Running(gw, recorder, f"http://127.0.0.1:{sock.getsockname()[1]}/local")
+    finally:
+        await gw.stop()
+        server.should_exit = True
+        await task
+
+
+def test_events_carry_api_gateway_shapes_and_routes() -> None:
+    async def scenario() -> tuple[Recorder, list[dict[str, Any]]]:
+        async with gateway(routes=("custom",)) as running:
+            async with connect(running.gateway.url + "?token=good&team=7") as ws:
+                replies = []
+                for action in ("custom", "other"):
+                    await ws.send(json.dumps({"action": action}))
+                    replies.append(json.loads(await ws.recv()))
+                await ws.send("not json")
+                replies.append(json.loads(await ws.recv()))
+            await asyncio.to_thread(running.recorder.disconnected.wait, 10)
+            return running.recorder, replies
+
+    recorder, replies = run(scenario)
+    assert replies == [
+        {"route": "custom", "remaining": True},
+        {"route": "$default", "remaining": True},
+        {"route": "$default", "remaining": True},
+    ]
+    auth = recorder.events[0]
+    assert auth["type"] == "REQUEST"
+    assert auth["methodArn"].endswith("/local/$connect")
+    assert auth["queryStringParameters"] == {"token": "good", "team": "7"}
+    (connect_event,) = recorder.of("$connect")
+    ctx = connect_event["requestContext"]
+    assert ctx["eventType"] == "CONNECT"
+    assert ctx["authorizer"] == {"principalId": "user-1", "userId": "user-1", "plan": "gold"}
+    message = recorder.of("$default")[0]
+    assert message["requestContext"]["eventType"] == "MESSAGE"
+    assert message["requestContext"]["connectionId"] == ctx["connectionId"]
+    assert message["requestContext"]["authorizer"]["userId"] == "user-1"
+    assert {"domainName", "stage", "requestId", "connectedAt", "identity"} <= set(ctx)
+    (disconnect,) = recorder.of("$disconnect")
+    assert disconnect["requestContext"]["eventType"] == "DISCONNECT"
+    assert disconnect["requestContext"]["disconnectStatusCode"] == 1000
+
+
+def test_the_authorizer_decides_401_or_403() -> None:
+    async def scenario() -> list[int]:
+        statuses = []
+        async with gateway() as running:
+            for query in ("", "?token=bad"):
+                with pytest.raises(InvalidStatus) as refused:
+                    async with connect(running.gateway.url + query):
+                        pass
+                statuses.append(refused.value.response.status_code)
+            assert running.recorder.of("$connect") == []  # on_connect never ran
+        return statuses
+
+    assert run(scenario) == [401, 403]
+
+
+def test_a_failing_route_handler_answers_like_api_gateway() -> None:
+    async def scenario() -> dict[str, Any]:
+        async with gateway() as running, connect(running.gateway.url + "?token=good") as ws:
+            await ws.send(json.dumps({"action": "explode"}))
+            reply: dict[str, Any] = json.loads(await ws.recv())
+            return reply
+
+    reply = run(scenario)
+    assert reply["message"] == "Internal server error"
+    assert reply["connectionId"]
+
+
+def test_the_management_api_posts_gets_deletes_and_answers_410() -> None:
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with gateway() as running, connect(running.gateway.url + "?token=good") as ws:
+            await ws.send(json.dumps({"action": "whoami"}))
+            await ws.recv()
+            (connection_id,) = running.gateway.connections
+            api = boto3.client("apigatewaymanagementapi", endpoint_url=running.management)
+            await asyncio.to_thread(api.post_to_connection, ConnectionId=connection_id, Data=b"hi")
+            out["received"] = await ws.recv()
+            info = await asyncio.to_thread(api.get_connection, ConnectionId=connection_id)
+            out["identity"] = info["Identity"]
+            with pytest.raises(api.exceptions.PayloadTooLargeException):
+                await asyncio.to_thread(
+                    api.post_to_connection,
+                    ConnectionId=connection_id,
+                    Data=b"x" * (128 * 1024 + 1),
+                )
+            async with httpx.AsyncClient() as http:
+                unsigned = await http.post(f"{running.management}/@connections/{connection_id}")
+            out["unsigned"] = unsigned.status_code
+            await asyncio.to_thread(api.delete_connection, ConnectionId=connection_id)
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            out["close_code"] = ws.close_code
+            with pytest.raises(api.exceptions.GoneException):
+                await asyncio.to_thread(
+                    api.post_to_connection, ConnectionId=connection_id, Data=b"late"
+                )
+            with pytest.raises(api.exceptions.GoneException):
+                await asyncio.to_thread(api.get_connection, ConnectionId="bm9uZXhpc3RlbnQ=")
+            await asyncio.to_thread(running.recorder.disconnected.wait, 10)
+            out["disconnects"] = len(running.recorder.of("$disconnect"))
+        return out
+
+    out = run(scenario)
+    assert out["received"] == "hi"
+    assert out["identity"]["SourceIp"] == "127.0.0.1"
+    assert out["unsigned"] == 403
+    assert out["close_code"] == 1000
+    assert out["disconnects"] == 1
+
+
+def test_idle_connections_are_closed_and_disconnected() -> None:
+    async def scenario() -> tuple[int | None, int]:
+        async with gateway(idle_timeout=0.3) as running:
+            async with connect(running.gateway.url + "?token=good") as ws:
+                await asyncio.wait_for(ws.wait_closed(), 10)
+                code = ws.close_code
+            await asyncio.to_thread(running.recorder.disconnected.wait, 10)
+            return code, len(running.recorder.of("$disconnect"))
+
+    assert run(scenario) == (1001, 1)
+
+
+def test_a_vanished_client_gets_its_disconnect_after_the_configured_delay() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        async with gateway(lost_disconnect_delay=0.2) as running:
+            ws = await connect(running.gateway.url + "?token=good")
+            ws.transport.abort()
+            before = running.recorder.disconnected.is_set()
+            after = await asyncio.to_thread(running.recorder.disconnected.wait, 10)
+            return before, after
+
+    assert run(scenario) == (False, True)
