@@ -87,8 +87,12 @@ def _suppressed() -> list[dict[str, Any]]:
     except Exception as exc:
         return [{"error": str(exc)}]
     return [
-        e.model_dump(mode="json") if hasattr(e, "model_dump") else {"email": str(e)}
-        for e in entries
+        {
+            "email": entry.address,
+            "reason": str(entry.reason.value),
+            "last_update": entry.last_update.isoformat() if entry.last_update else None,
+        }
+        for entry in entries
     ]
 
 
