@@ -1,0 +1,76 @@
+"""The dev console in headless Chromium: an event over its WebSocket, an email in its list."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+
+import pytest
+from milequest.local import LocalStack
+
+from .conftest import stack_config
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    with LocalStack(stack_config()) as running:
+        yield running
+
+
+@pytest.mark.skipif(
+    not os.access(CHROMIUM, os.X_OK),
+    reason=f"{CHROMIUM} is not installed (make setup installs Debian's chromium)",
+)
+def test_console_shows_a_triggered_event_and_a_sent_email(stack: LocalStack) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(stack.urls["console"])
+
+            # The page's own WebSocket client: connected, and subscribed to "console".
+            expect(page.locator("#socket-id")).to_have_text(re.compile(r"^[A-Za-z0-9=]{16}$"))
+            expect(page.locator("#events")).to_contain_text("subscription_succeeded")
+
+            trigger = page.locator("#trigger-form")
+            trigger.locator("input[name=event]").fill("browser-check")
+            trigger.locator("input[name=data]").fill('{"steps": 1234}')
+            trigger.get_by_role("button", name="Trigger").click()
+            arrived = page.locator("#events li", has_text="browser-check")
+            expect(arrived).to_contain_text('{"steps":1234}')
+            channels_cell = page.locator("#connections tr.connection td").nth(2)
+            expect(channels_cell).to_have_text("console")
+
+            form = page.locator("#email-form")
+            form.locator("input[name=to]").fill("browser@runners.example")
+            form.locator("input[name=subject]").fill("Sent from Chromium")
+            form.get_by_role("button", name="Send").click()
+            listed = page.locator("#emails li", has_text="Sent from Chromium")
+            expect(listed).to_contain_text("browser@runners.example")
+            if os.environ.get("CONSOLE_SCREENSHOT"):
+                page.screenshot(path=os.environ["CONSOLE_SCREENSHOT"], full_page=True)
+        finally:
+            browser.close()
+
+    assert any(m.subject == "Sent from Chromium" for m in stack.smtp.messages)
