@@ -49,10 +49,13 @@ def normalize_address(value: object) -> str:
         raise AddressError("empty email address")
     if has_line_break(text):
         raise AddressError(f"line break in address {value!r}")
-    parsed = getaddresses([text])
-    if len(parsed) != 1 or not parsed[0][1]:
-        raise AddressError(f"not a single email address: {value!r}")
-    name, addr = parsed[0]
+    if "<" in text or ">" in text:
+        parsed = getaddresses([text])
+        if len(parsed) != 1 or not parsed[0][1] or not text.endswith(">"):
+            raise AddressError(f"not a single email address: {value!r}")
+        name, addr = parsed[0]
+    else:  # a bare address is taken whole, so that "a b@x.com" is refused, not trimmed
+        name, addr = "", text
     from email_validator import EmailNotValidError, validate_email
 
     try:

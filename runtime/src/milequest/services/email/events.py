@@ -1,0 +1,440 @@
+"""SES sending events delivered through SNS: parsing, normalizing, and acting on them.
+
+SES publishes two formats: configuration-set *event publishing* (``eventType``: Bounce,
+Complaint, Delivery, Send, Reject, Rendering Failure, DeliveryDelay, ...) and identity
+*notifications* (``notificationType``: Bounce, Complaint, Delivery). Both become one
+:class:`SesEvent` per recipient. Permanent bounces and complaints put the recipient on the
+configured email provider's suppression list; transient bounces do not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import EmailError
+
+if TYPE_CHECKING:
+    from .service import EmailService
+
+logger = logging.getLogger("milequest.services.email.events")
+
+
+class SesEventType(StrEnum):
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+    DELIVERY = "delivery"
+    SEND = "send"
+    REJECT = "reject"
+    RENDERING_FAILURE = "rendering_failure"
+    DELIVERY_DELAY = "delivery_delay"
+    OPEN = "open"
+    CLICK = "click"
+    SUBSCRIPTION = "subscription"
+
+
+_TYPES = {
+    "bounce": SesEventType.BOUNCE,
+    "complaint": SesEventType.COMPLAINT,
+    "delivery": SesEventType.DELIVERY,
+    "send": SesEventType.SEND,
+    "reject": SesEventType.REJECT,
+    "rendering failure": SesEventType.RENDERING_FAILURE,
+    "renderingfailure": SesEventType.RENDERING_FAILURE,
+    "deliverydelay": SesEventType.DELIVERY_DELAY,
+    "delivery delay": SesEventType.DELIVERY_DELAY,
+    "open": SesEventType.OPEN,
+    "click": SesEventType.CLICK,
+    "subscription": SesEventType.SUBSCRIPTION,
+}
+
+
+class SesEvent(BaseModel):
+    """One SES event about one recipient, whatever format it arrived in."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: SesEventType
+    recipient: str | None
+    message_id: str
+    timestamp: datetime
+    source: str | None = None
+    bounce_type: str | None = None
+    bounce_subtype: str | None = None
+    diagnostic: str | None = None
+    complaint_type: str | None = None
+    reason: str | None = None
+    template: str | None = None
+    configuration_set: str | None = None
+
+    @property
+    def suppresses(self) -> bool:
+        """Whether this event should put the recipient on the suppression list."""
+        if self.recipient is None:
+            return False
+        if self.type is SesEventType.COMPLAINT:
+            return True
+        return self.type is SesEventType.BOUNCE and self.bounce_type == "Permanent"
+
+
+# -- the documented SES payloads (only what is used; the rest is ignored) -----------------------
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class _Mail(_Loose):
+    message_id: str = Field(alias="messageId")
+    timestamp: datetime
+    source: str | None = None
+    destination: list[str] = Field(default_factory=list)
+    tags: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class _Recipient(_Loose):
+    email_address: str = Field(alias="emailAddress")
+    status: str | None = None
+    diagnostic_code: str | None = Field(None, alias="diagnosticCode")
+
+
+class _Bounce(_Loose):
+    bounce_type: str = Field(alias="bounceType")
+    bounce_subtype: str | None = Field(None, alias="bounceSubType")
+    bounced_recipients: list[_Recipient] = Field(alias="bouncedRecipients")
+    timestamp: datetime | None = None
+
+
+class _Complaint(_Loose):
+    complained_recipients: list[_Recipient] = Field(alias="complainedRecipients")
+    complaint_feedback_type: str | None = Field(None, alias="complaintFeedbackType")
+    timestamp: datetime | None = None
+
+
+class _Delivery(_Loose):
+    recipients: list[str]
+    smtp_response: str | None = Field(None, alias="smtpResponse")
+    timestamp: datetime | None = None
+
+
+class _DeliveryDelay(_Loose):
+    delay_type: str | None = Field(None, alias="delayType")
+    delayed_recipients: list[_Recipient] = Field(alias="delayedRecipients")
+    timestamp: datetime | None = None
+
+
+class _Notification(_Loose):
+    event_type: str | None = Field(None, alias="eventType")
+    notification_type: str | None = Field(None, alias="notificationType")
+    mail: _Mail
+    bounce: _Bounce | None = None
+    complaint: _Complaint | None = None
+    delivery: _Delivery | None = None
+    delivery_delay: _DeliveryDelay | None = Field(None, alias="deliveryDelay")
+    reject: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+
+
+class MalformedEvent(ValueError):
+    """A record that is not an SES event this module understands."""
+
+
+def parse_ses_message(message: str | Mapping[str, Any]) -> list[SesEvent]:
+    """The normalized events of one SES notification (the SNS ``Message``)."""
+    try:
+        data = json.loads(message) if isinstance(message, str) else dict(message)
+        note = _Notification.model_validate(data)
+    except (ValueError, TypeError, ValidationError) as exc:
+        raise MalformedEvent(f"not an SES notification: {exc}") from None
+    raw_type = (note.event_type or note.notification_type or "").strip().lower()
+    kind = _TYPES.get(raw_type)
+    if kind is None:
+        raise MalformedEvent(f"unknown SES event type {raw_type!r}")
+    mail = note.mail
+    config_set = (mail.tags.get("ses:configuration-set") or [None])[0]
+    base: dict[str, Any] = {
+        "type": kind,
+        "message_id": mail.message_id,
+        "timestamp": mail.timestamp,
+        "source": mail.source,
+        "configuration_set": config_set,
+    }
+
+    def each(recipients: Sequence[str | None], **extra: Any) -> list[SesEvent]:
+        return [SesEvent(**{**base, **extra, "recipient": r}) for r in recipients]
+
+    if kind is SesEventType.BOUNCE:
+        if note.bounce is None:
+            raise MalformedEvent("bounce event without a bounce object")
+        bounce = note.bounce
+        return [
+            SesEvent(
+                **{**base, "timestamp": bounce.timestamp or mail.timestamp},
+                recipient=r.email_address,
+                bounce_type=bounce.bounce_type,
+                bounce_subtype=bounce.bounce_subtype,
+                diagnostic=r.diagnostic_code or r.status,
+            )
+            for r in bounce.bounced_recipients
+        ]
+    if kind is SesEventType.COMPLAINT:
+        if note.complaint is None:
+            raise MalformedEvent("complaint event without a complaint object")
+        complaint = note.complaint
+        return [
+            SesEvent(
+                **{**base, "timestamp": complaint.timestamp or mail.timestamp},
+                recipient=r.email_address,
+                complaint_type=complaint.complaint_feedback_type,
+            )
+            for r in complaint.complained_recipients
+        ]
+    if kind is SesEventType.DELIVERY:
+        if note.delivery is None:
+            raise MalformedEvent("delivery event without a delivery object")
+        return each(note.delivery.recipients, diagnostic=note.delivery.smtp_response)
+    if kind is SesEventType.DELIVERY_DELAY:
+        if note.delivery_delay is None:
+            raise MalformedEvent("delivery delay event without a deliveryDelay object")
+        delay = note.delivery_delay
+        return [
+            SesEvent(
+                **base,
+                recipient=r.email_address,
+                reason=delay.delay_type,
+                diagnostic=r.diagnostic_code or r.status,
+            )
+            for r in delay.delayed_recipients
+        ]
+    if kind is SesEventType.REJECT:
+        reason = str((note.reject or {}).get("reason", "")) or None
+        return each(mail.destination or [None], reason=reason)
+    if kind is SesEventType.RENDERING_FAILURE:
+        failure = note.failure or {}
+        return each(
+            mail.destination or [None],
+            reason=failure.get("errorMessage"),
+            template=failure.get("templateName"),
+        )
+    return each(mail.destination or [None])
+
+
+@dataclass
+class EventReport:
+    """What a batch of SNS records produced."""
+
+    events: list[SesEvent] = field(default_factory=list)
+    suppressed: list[str] = field(default_factory=list)
+    skipped: int = 0
+    failed_suppressions: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "events": len(self.events),
+            "suppressed": len(self.suppressed),
+            "skipped": self.skipped,
+            "failed_suppressions": len(self.failed_suppressions),
+        }
+
+
+def process_sns_event(event: Mapping[str, Any], service: EmailService | None = None) -> EventReport:
+    """Parse every SNS record of a Lambda event, record metrics, and suppress where due.
+
+    A malformed record is logged and skipped. A suppression that fails is reported in the
+    result (and logged); the other records are still processed. ``service`` defaults to the
+    process's email service (``get_service("email")``).
+    """
+    from aws_lambda_powertools.utilities.parser.models import SnsRecordModel
+
+    if service is None:
+        from ..registry import get_service
+
+        service = get_service("email")
+    report = EventReport()
+    records = event.get("Records") if isinstance(event, Mapping) else None
+    if not isinstance(records, list):
+        logger.error("not an SNS event: no Records list")
+        report.skipped += 1
+        return report
+    for position, record in enumerate(records):
+        try:
+            sns = SnsRecordModel.model_validate(record).Sns
+            message = sns.Message if isinstance(sns.Message, str) else json.dumps(sns.Message)
+            events = parse_ses_message(message)
+        except (ValidationError, MalformedEvent) as exc:
+            logger.warning("skipping malformed SNS record %d: %s", position, exc)
+            report.skipped += 1
+            service.record_metric("SesEventsSkipped", 1)
+            continue
+        for item in events:
+            report.events.append(item)
+            dims = {"EventType": item.type.value}
+            if item.bounce_type:
+                dims["BounceType"] = item.bounce_type
+            service.record_metric("SesEvents", 1, **dims)
+            if item.suppresses and item.recipient:
+                reason = "COMPLAINT" if item.type is SesEventType.COMPLAINT else "BOUNCE"
+                try:
+                    service.suppress_email(item.recipient, reason)
+                except EmailError as exc:
+                    logger.error("could not suppress %s: %s", item.recipient, exc)
+                    report.failed_suppressions.append(item.recipient)
+                else:
+                    report.suppressed.append(item.recipient)
+    return report
+
+
+# -- building realistic events (local stack, tests) -----------------------------------------
+
+
+def _stamp(when: datetime | None = None) -> str:
+    moment = when or datetime.now(UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def sample_ses_message(
+    kind: str,
+    recipient: str,
+    *,
+    source: str = "noreply@milequest.app",
+    message_id: str | None = None,
+    bounce_type: str = "Permanent",
+    bounce_subtype: str = "General",
+    configuration_set: str | None = None,
+    notification: bool = False,
+) -> dict[str, Any]:
+    """An SES event as SES documents it: ``kind`` is bounce, complaint, delivery, reject,
+    delivery_delay or rendering_failure. ``notification=True`` gives the identity-notification
+    format (``notificationType``; bounce, complaint and delivery only)."""
+    stamp = _stamp()
+    mail_id = message_id or f"0100{uuid.uuid4().hex[:12]}-{uuid.uuid4()}-000000"
+    mail: dict[str, Any] = {
+        "timestamp": stamp,
+        "source": source,
+        "sourceArn": f"arn:aws:ses:us-east-1:123456789012:identity/{source.rpartition('@')[2]}",
+        "sendingAccountId": "123456789012",
+        "messageId": mail_id,
+        "destination": [recipient],
+        "headersTruncated": False,
+        "commonHeaders": {"from": [source], "to": [recipient], "messageId": mail_id},
+        "tags": {"ses:configuration-set": [configuration_set]} if configuration_set else {},
+    }
+    feedback = f"0100{uuid.uuid4().hex[:12]}-{uuid.uuid4()}-000000"
+    bodies: dict[str, tuple[str, str, dict[str, Any]]] = {
+        "bounce": (
+            "Bounce",
+            "bounce",
+            {
+                "bounceType": bounce_type,
+                "bounceSubType": bounce_subtype,
+                "bouncedRecipients": [
+                    {
+                        "emailAddress": recipient,
+                        "action": "failed",
+                        "status": "5.1.1" if bounce_type == "Permanent" else "4.4.7",
+                        "diagnosticCode": "smtp; 550 5.1.1 user unknown",
+                    }
+                ],
+                "timestamp": stamp,
+                "feedbackId": feedback,
+                "reportingMTA": "dsn; a8-70.smtp-out.amazonses.com",
+            },
+        ),
+        "complaint": (
+            "Complaint",
+            "complaint",
+            {
+                "complainedRecipients": [{"emailAddress": recipient}],
+                "timestamp": stamp,
+                "feedbackId": feedback,
+                "userAgent": "ExampleCorp Feedback Loop (V0.01)",
+                "complaintFeedbackType": "abuse",
+                "arrivalDate": stamp,
+            },
+        ),
+        "delivery": (
+            "Delivery",
+            "delivery",
+            {
+                "timestamp": stamp,
+                "processingTimeMillis": 546,
+                "recipients": [recipient],
+                "smtpResponse": "250 ok:  Message 64111812 accepted",
+                "reportingMTA": "a8-70.smtp-out.amazonses.com",
+            },
+        ),
+        "reject": ("Reject", "reject", {"reason": "Bad content"}),
+        "delivery_delay": (
+            "DeliveryDelay",
+            "deliveryDelay",
+            {
+                "timestamp": stamp,
+                "delayType": "TransientCommunicationFailure",
+                "expirationTime": stamp,
+                "delayedRecipients": [
+                    {
+                        "emailAddress": recipient,
+                        "status": "4.4.1",
+                        "diagnosticCode": "smtp; 421 4.4.1 Unable to connect to remote host",
+                    }
+                ],
+            },
+        ),
+        "rendering_failure": (
+            "Rendering Failure",
+            "failure",
+            {
+                "errorMessage": "Attribute 'name' is not present in the rendering data.",
+                "templateName": "welcome",
+            },
+        ),
+    }
+    if kind not in bodies:
+        raise ValueError(f"unknown event kind {kind!r}; known: {', '.join(bodies)}")
+    type_name, key, body = bodies[kind]
+    type_key = "notificationType" if notification else "eventType"
+    return {type_key: type_name, key: body, "mail": mail}
+
+
+def sample_sns_event(
+    kind: str,
+    recipient: str,
+    *,
+    topic_arn: str = "arn:aws:sns:us-east-1:123456789012:milequest-ses-events",
+    **options: Any,
+) -> dict[str, Any]:
+    """A Lambda event from SNS carrying one SES event (see :func:`sample_ses_message`),
+    exactly as the SES event handler receives it: simulate a bounce or complaint with it."""
+    message = sample_ses_message(kind, recipient, **options)
+    return {
+        "Records": [
+            {
+                "EventSource": "aws:sns",
+                "EventVersion": "1.0",
+                "EventSubscriptionArn": f"{topic_arn}:{uuid.uuid4()}",
+                "Sns": {
+                    "Type": "Notification",
+                    "MessageId": str(uuid.uuid4()),
+                    "TopicArn": topic_arn,
+                    "Subject": None,
+                    "Message": json.dumps(message),
+                    "Timestamp": _stamp(),
+                    "SignatureVersion": "1",
+                    "Signature": "EXAMPLE",
+                    "SigningCertUrl": "https://sns.us-east-1.amazonaws.com/"
+                    "SimpleNotificationService-0000000000000000000000000000000.pem",
+                    "UnsubscribeUrl": "https://sns.us-east-1.amazonaws.com/"
+                    f"?Action=Unsubscribe&SubscriptionArn={topic_arn}:0",
+                    "MessageAttributes": {},
+                },
+            }
+        ]
+    }

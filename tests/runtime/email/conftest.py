@@ -1,0 +1,254 @@
+"""Fixtures for the email tests: a local SES v2 endpoint, real SMTP servers, clean settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage as MimeMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from tests.conftest import free_port
+from tests.runtime.email.ses_server import SesServer
+
+SENDER = "noreply@milequest.example"
+SMTP_USER, SMTP_PASSWORD = "mailer", "s3cret-pass"
+
+_SETTING_PREFIXES = ("SES_", "SMTP_", "EMAIL_")
+_SETTING_NAMES = ("DEFAULT_FROM_EMAIL", "AWS_SES_REGION")
+
+
+@pytest.fixture(autouse=True)
+def _clean_email_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No email setting leaks in from the outer environment; the sender is ours."""
+    for name in list(os.environ):
+        if name.startswith(_SETTING_PREFIXES) or name in _SETTING_NAMES:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DEFAULT_FROM_EMAIL", SENDER)
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's real retry logic, without its (randomized, up to 20 s) sleeps."""
+    from botocore.retries import standard
+
+    monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, ctx: 0.0)
+
+
+# -- SES ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ses_endpoint() -> Iterator[SesServer]:
+    server = SesServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ses_server(
+    ses_endpoint: SesServer, monkeypatch: pytest.MonkeyPatch, fast_retries: None
+) -> SesServer:
+    """The local SES endpoint, reset, with the sender's domain verified, wired in through
+    the standard ``AWS_ENDPOINT_URL_SESV2`` variable."""
+    ses_endpoint.reset()
+    ses_endpoint.state.verify("milequest.example")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SESV2", ses_endpoint.url)
+    return ses_endpoint
+
+
+# -- SMTP ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    message: MimeMessage
+    raw: bytes
+
+
+@dataclass
+class SinkHandler:
+    """aiosmtpd handler keeping what arrives, parsed back with the ``email`` package."""
+
+    messages: list[Received] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        if address.lower() in self.refuse:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        parsed = message_from_bytes(raw, policy=policy.default)
+        assert isinstance(parsed, MimeMessage)
+        with self.lock:
+            self.messages.append(
+                Received(str(envelope.mail_from), list(envelope.rcpt_tos), parsed, raw)
+            )
+        return "250 Message accepted"
+
+    def clear(self) -> None:
+        with self.lock:
+            self.messages.clear()
+            self.refuse.clear()
+
+
+def _authenticator(
+    server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+) -> AuthResult:
+    ok = isinstance(auth_data, LoginPassword) and (
+        auth_data.login.decode(),
+        auth_data.password.decode(),
+    ) == (SMTP_USER, SMTP_PASSWORD)
+    return AuthResult(success=ok)
+
+
+@dataclass
+class SmtpServer:
+    handler: SinkHandler
+    port: int
+    security: str
+    ca_file: str | None = None
+
+    def settings(self, **extra: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "smtp_host": "127.0.0.1" if self.security == "none" else "localhost",
+            "smtp_port": self.port,
+            "smtp_security": self.security,
+            "smtp_timeout": 5.0,
+        }
+        if self.ca_file:
+            out["smtp_ca_file"] = self.ca_file
+        if self.security != "none":
+            out.update(smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD)
+        out.update(extra)
+        return out
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for ``localhost`` (cert and key paths)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder: Path = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def _server_context(tls_files: tuple[str, str]) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*tls_files)
+    return context
+
+
+@pytest.fixture(scope="session")
+def _smtp_plain() -> Iterator[SmtpServer]:
+    handler = SinkHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield SmtpServer(handler, port, "none")
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def _smtp_starttls(tls_files: tuple[str, str]) -> Iterator[SmtpServer]:
+    handler = SinkHandler()
+    port = free_port()
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        server_hostname="localhost",
+        tls_context=_server_context(tls_files),
+        require_starttls=True,
+        authenticator=_authenticator,
+        auth_required=True,
+    )
+    controller.start()
+    yield SmtpServer(handler, port, "starttls", tls_files[0])
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def _smtp_ssl(tls_files: tuple[str, str]) -> Iterator[SmtpServer]:
+    handler = SinkHandler()
+    port = free_port()
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        server_hostname="localhost",
+        ssl_context=_server_context(tls_files),
+        authenticator=_authenticator,
+        auth_required=True,
+    )
+    controller.start()
+    yield SmtpServer(handler, port, "ssl", tls_files[0])
+    controller.stop()
+
+
+@pytest.fixture
+def smtp_plain(_smtp_plain: SmtpServer) -> SmtpServer:
+    _smtp_plain.handler.clear()
+    return _smtp_plain
+
+
+@pytest.fixture
+def smtp_starttls(_smtp_starttls: SmtpServer) -> SmtpServer:
+    _smtp_starttls.handler.clear()
+    return _smtp_starttls
+
+
+@pytest.fixture
+def smtp_ssl(_smtp_ssl: SmtpServer) -> SmtpServer:
+    _smtp_ssl.handler.clear()
+    return _smtp_ssl
