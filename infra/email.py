@@ -1,0 +1,328 @@
+"""Email: the SES identity, configuration set, event topics, event handler and templates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_route53 as route53
+from aws_cdk import aws_ses as ses
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+from milequest.services.email.templates import load_template_sources
+
+from .config import EnvironmentConfig
+from .lambdas import RuntimeFunction
+from .nag import acknowledge, arn_prefix
+
+SES_EVENTS_HANDLER = "milequest.handlers.ses_events.handler"
+
+
+@dataclass(frozen=True)
+class EventTopicSpec:
+    """One SNS topic receiving one kind of SES sending event."""
+
+    construct_id: str
+    event: ses.EmailSendingEvent
+
+
+EVENT_TOPICS = (
+    EventTopicSpec("Bounce", ses.EmailSendingEvent.BOUNCE),
+    EventTopicSpec("Complaint", ses.EmailSendingEvent.COMPLAINT),
+    EventTopicSpec("Delivery", ses.EmailSendingEvent.DELIVERY),
+    EventTopicSpec("Reject", ses.EmailSendingEvent.REJECT),
+    EventTopicSpec("DeliveryDelay", ses.EmailSendingEvent.DELIVERY_DELAY),
+    EventTopicSpec("RenderingFailure", ses.EmailSendingEvent.RENDERING_FAILURE),
+)
+
+# Account-level SES calls the runtime makes (send quota, suppression list, identity
+# listing): these actions have no resource-level permissions in IAM.
+ACCOUNT_LEVEL_READS = (
+    "ses:GetAccount",
+    "ses:ListEmailIdentities",
+    "ses:GetSuppressedDestination",
+    "ses:ListSuppressedDestinations",
+)
+
+
+class EmailStack(Stack):
+    """SES for one environment, plus the event pipeline that keeps the suppression list."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, **kwargs: object
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        self.config = config
+        self.configuration_set = ses.ConfigurationSet(
+            self,
+            "ConfigurationSet",
+            configuration_set_name=config.resource_prefix,
+            reputation_metrics=True,
+            suppression_reasons=ses.SuppressionReasons.BOUNCES_AND_COMPLAINTS,
+            tls_policy=ses.ConfigurationSetTlsPolicy.REQUIRE,
+            sending_enabled=True,
+        )
+        self.configuration_set_name = config.resource_prefix
+        self.zone = (
+            route53.PublicHostedZone.from_hosted_zone_attributes(
+                self,
+                "Zone",
+                hosted_zone_id=config.hosted_zone.zone_id,
+                zone_name=config.hosted_zone.zone_name,
+            )
+            if config.hosted_zone
+            else None
+        )
+        self.domain_identity = ses.EmailIdentity(
+            self,
+            "DomainIdentity",
+            identity=(
+                ses.Identity.public_hosted_zone(self.zone)
+                if self.zone
+                else ses.Identity.domain(config.domain)
+            ),
+            mail_from_domain=config.mail_from_domain,
+            configuration_set=self.configuration_set,
+            dkim_signing=True,
+        )
+        self.sender_identities = [
+            ses.EmailIdentity(
+                self,
+                f"Sender{index}",
+                identity=ses.Identity.email(address),
+                configuration_set=self.configuration_set,
+            )
+            for index, address in enumerate(config.sender_addresses if config.ses_sandbox else ())
+        ]
+        self._dns()
+        self.key = self._key()
+        self.topics = self._topics()
+        self.dead_letter_queue = self._dead_letter_queue()
+        self.event_handler = self._event_handler()
+        self.template_names = self._templates()
+        self.sender_policy = self._sender_policy()
+
+    # DNS ------------------------------------------------------------------------------
+
+    def _dns(self) -> None:
+        """Publish DMARC in the zone, or output every record the domain owner must publish."""
+        config = self.config
+        if self.zone is not None:
+            # EmailIdentity creates the DKIM CNAMEs and the MAIL FROM MX / SPF records.
+            route53.TxtRecord(
+                self,
+                "Dmarc",
+                zone=self.zone,
+                record_name=f"_dmarc.{config.domain}",
+                values=[f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{config.domain}"],
+            )
+            return
+        identity = self.domain_identity
+        dkim = [
+            (identity.dkim_dns_token_name1, identity.dkim_dns_token_value1),
+            (identity.dkim_dns_token_name2, identity.dkim_dns_token_value2),
+            (identity.dkim_dns_token_name3, identity.dkim_dns_token_value3),
+        ]
+        for index, (name, value) in enumerate(dkim, start=1):
+            CfnOutput(
+                self,
+                f"DkimRecord{index}",
+                description="Easy DKIM: publish this CNAME record (name CNAME value)",
+                value=f"{name} CNAME {value}",
+            )
+        CfnOutput(
+            self,
+            "MailFromMxRecord",
+            description="Custom MAIL FROM: publish this MX record",
+            value=f"{config.mail_from_domain} MX 10 feedback-smtp.{self.region}.amazonses.com",
+        )
+        CfnOutput(
+            self,
+            "MailFromSpfRecord",
+            description="Custom MAIL FROM: publish this TXT (SPF) record",
+            value=f'{config.mail_from_domain} TXT "v=spf1 include:amazonses.com ~all"',
+        )
+        CfnOutput(
+            self,
+            "DmarcRecord",
+            description="Recommended DMARC policy: publish this TXT record",
+            value=(
+                f'_dmarc.{config.domain} TXT "v=DMARC1; p=quarantine; '
+                f'rua=mailto:postmaster@{config.domain}"'
+            ),
+        )
+
+    # Event pipeline -------------------------------------------------------------------
+
+    def _key(self) -> kms.Key:
+        key = kms.Key(
+            self,
+            "EventsKey",
+            description=f"{self.config.resource_prefix}: SES event topics and their DLQ",
+            enable_key_rotation=True,
+            removal_policy=self.config.cdk_removal_policy,
+        )
+        # SES publishes to the encrypted topics and SNS moves undeliverable events to the
+        # encrypted DLQ; the AWS-managed SNS key cannot be shared with either service.
+        for service in ("ses.amazonaws.com", "sns.amazonaws.com"):
+            key.add_to_resource_policy(
+                iam.PolicyStatement(
+                    sid=f"Allow{service.split('.')[0].upper()}",
+                    principals=[iam.ServicePrincipal(service)],
+                    actions=["kms:GenerateDataKey*", "kms:Decrypt"],
+                    resources=["*"],
+                    conditions={"StringEquals": {"aws:SourceAccount": self.account}},
+                )
+            )
+        return key
+
+    def _topics(self) -> dict[str, sns.Topic]:
+        topics: dict[str, sns.Topic] = {}
+        for spec in EVENT_TOPICS:
+            topic = sns.Topic(
+                self,
+                f"{spec.construct_id}Topic",
+                display_name=f"{self.config.resource_prefix} SES {spec.event.value} events",
+                master_key=self.key,
+                enforce_ssl=True,
+            )
+            ses.ConfigurationSetEventDestination(
+                self,
+                f"{spec.construct_id}Destination",
+                configuration_set=self.configuration_set,
+                destination=ses.EventDestination.sns_topic(topic),
+                events=[spec.event],
+            )
+            topics[spec.construct_id] = topic
+        return topics
+
+    def _dead_letter_queue(self) -> sqs.Queue:
+        queue = sqs.Queue(
+            self,
+            "EventsDeadLetterQueue",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.key,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        acknowledge(
+            queue,
+            "SQS3",
+            "This queue is itself the dead-letter queue of the SES event subscriptions and of "
+            "the event handler's asynchronous invocations; it is alarmed on, not redriven.",
+        )
+        return queue
+
+    def _event_handler(self) -> RuntimeFunction:
+        config = self.config
+        handler = RuntimeFunction(
+            self,
+            "SesEventHandler",
+            config=config,
+            handler=SES_EVENTS_HANDLER,
+            service="ses-events",
+            description="Normalizes SES events and maintains the suppression list",
+            environment=self.runtime_environment(),
+            timeout=Duration.seconds(30),
+            dead_letter_queue=self.dead_letter_queue,
+        )
+        handler.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="SuppressionList",
+                actions=["ses:PutSuppressedDestination", "ses:GetSuppressedDestination"],
+                resources=["*"],
+            )
+        )
+        acknowledge(
+            handler.role,
+            "IAM5",
+            "ses:PutSuppressedDestination and ses:GetSuppressedDestination act on the "
+            "account-level suppression list and support no resource-level permissions.",
+            "Resource::*",
+        )
+        for topic in self.topics.values():
+            topic.add_subscription(
+                subscriptions.LambdaSubscription(
+                    handler.function, dead_letter_queue=self.dead_letter_queue
+                )
+            )
+        return handler
+
+    def runtime_environment(self) -> dict[str, str]:
+        """The email settings of the runtime in this environment."""
+        config = self.config
+        return {
+            "EMAIL_PROVIDER": config.email_provider,
+            "DEFAULT_FROM_EMAIL": config.from_address,
+            "AWS_SES_REGION": self.region,
+            "SES_SANDBOX": "true" if config.ses_sandbox else "false",
+            "SES_CONFIGURATION_SET": self.configuration_set.configuration_set_name,
+        }
+
+    # Templates and sending -------------------------------------------------------------
+
+    def _templates(self) -> list[str]:
+        names = []
+        for name, source in sorted(load_template_sources().items()):
+            ses.CfnTemplate(
+                self,
+                f"Template-{name}",
+                template=ses.CfnTemplate.TemplateProperty(
+                    template_name=name,
+                    subject_part=source.subject,
+                    html_part=source.html,
+                    text_part=source.text,
+                ),
+            )
+            names.append(name)
+        return names
+
+    def _sender_policy(self) -> iam.ManagedPolicy:
+        """What an application sending this environment's mail may do, and nothing more."""
+        identities = [self.domain_identity.email_identity_arn] + [
+            identity.email_identity_arn for identity in self.sender_identities
+        ]
+        configuration_set_arn = self.format_arn(
+            service="ses",
+            resource="configuration-set",
+            resource_name=self.configuration_set.configuration_set_name,
+        )
+        templates = [
+            self.format_arn(service="ses", resource="template", resource_name=name)
+            for name in self.template_names
+        ]
+        policy = iam.ManagedPolicy(
+            self,
+            "SenderPolicy",
+            description=f"{self.config.resource_prefix}: send mail through SES",
+            statements=[
+                iam.PolicyStatement(
+                    sid="Send",
+                    actions=["ses:SendEmail", "ses:SendBulkEmail"],
+                    resources=[*identities, configuration_set_arn, *templates],
+                ),
+                iam.PolicyStatement(
+                    sid="ReadIdentities",
+                    actions=["ses:GetEmailIdentity"],
+                    resources=[
+                        self.format_arn(service="ses", resource="identity", resource_name="*")
+                    ],
+                ),
+                iam.PolicyStatement(
+                    sid="AccountLevelReads", actions=list(ACCOUNT_LEVEL_READS), resources=["*"]
+                ),
+            ],
+        )
+        acknowledge(
+            policy,
+            "IAM5",
+            "Account-level SES reads (send quota, suppression list, identity listing) have "
+            "no resource-level permissions; sandbox recipient checks read any identity.",
+            "Resource::*",
+            f"Resource::{arn_prefix(self, 'ses')}:identity/*",
+        )
+        return policy
