@@ -100,7 +100,7 @@ def test_connection_tokens_round_trip_and_expire() -> None:
     assert signing.read_token("s3cret", token, now=1_000_030) == "alice"
     assert signing.read_token("s3cret", token, now=1_000_060) is None
     assert signing.read_token("other", token, now=1_000_030) is None
-    body, sig = token.removeprefix(signing.TOKEN_PREFIX).split(".")
+    _body, sig = token.removeprefix(signing.TOKEN_PREFIX).split(".")
     forged_body = signing.mint_token("x", "mallory", 60, now=1_000_000).split(".")[1]
     assert signing.read_token("s3cret", f"{signing.TOKEN_PREFIX}{forged_body}.{sig}") is None
     assert signing.read_token("s3cret", "garbage") is None

@@ -262,7 +262,7 @@ class ApiGatewayWebSocketService(ConnectionService):
         """Post one connection's messages in order; stops at a 410 (the connection is gone)."""
         connection_id, messages = target
         _, mgmt = self._clients()
-        delivered, errors = 0, []
+        delivered, errors = 0, list[Exception]()
         for data in messages:
             try:
                 mgmt.post_to_connection(ConnectionId=connection_id, Data=data)
