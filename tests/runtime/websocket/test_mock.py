@@ -1,0 +1,66 @@
+"""The mock provider's test helpers: recorded messages, presence, webhooks, latency."""
+
+from __future__ import annotations
+
+import time
+
+import pusher
+import pytest
+from milequest.services.websocket import create_websocket_service
+from milequest.services.websocket.mock import MockMessage, MockWebSocketService
+
+from .conftest import WebhookSink
+
+
+def _mock(**kwargs: object) -> MockWebSocketService:
+    service = create_websocket_service(
+        "mock", websocket_app_key="mk", websocket_app_secret="ms", **kwargs
+    )
+    assert isinstance(service, MockWebSocketService)
+    return service
+
+
+def test_messages_record_every_trigger() -> None:
+    ws = _mock()
+    sender = ws.add_subscriber("team-123")
+    ws.trigger("team-123", "activity-update", {"activityId": "abc123"}, socket_id=sender)
+    ws.trigger_batch([{"channel": "team-9", "name": "x", "data": None}])
+    assert ws.messages == [
+        MockMessage("team-123", "activity-update", {"activityId": "abc123"}, sender),
+        MockMessage("team-9", "x", None, None),
+    ]
+    assert ws.received.get(sender, []) == []
+
+
+def test_presence_and_webhooks_like_the_real_providers(webhook_sink: WebhookSink) -> None:
+    ws = _mock(websocket_webhook_url=webhook_sink.url)
+    watcher = ws.add_subscriber("presence-r", "w")
+    first = ws.add_subscriber("presence-r", "u", {"n": 1})
+    second = ws.add_subscriber("presence-r", "u", {"n": 1})
+    ws.disconnect(first)
+    ws.unsubscribe(second, "presence-r")
+    assert [(m["event"], m["data"]["user_id"]) for m in ws.received[watcher]] == [
+        ("member_added", "u"),
+        ("member_removed", "u"),
+    ]
+    names = [e["name"] for e in webhook_sink.events()]
+    assert names == ["channel_occupied", "member_added", "member_added", "member_removed"]
+    assert len(ws.webhooks) == len(webhook_sink.received)
+    # The official library accepts the mock's webhooks too.
+    client = pusher.Pusher(app_id="1", key="mk", secret="ms")
+    for headers, body in ws.webhooks:
+        assert client.validate_webhook(
+            headers["X-Pusher-Key"], headers["X-Pusher-Signature"], body.decode()
+        )
+        assert ws.validate_webhook(headers, body)
+
+
+def test_latency_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    ws = _mock(websocket_mock_latency_ms=30)
+    ws.trigger("c", "e", 1)
+    ws.get_channel_info("c")
+    assert slept == [0.03, 0.03]
+    ws.reset()
+    assert ws.messages == []
