@@ -117,7 +117,7 @@ def _authenticator(
         auth_data.login.decode(),
         auth_data.password.decode(),
     ) == (SMTP_USER, SMTP_PASSWORD)
-    return AuthResult(success=ok)
+    return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535
 
 
 @dataclass
@@ -136,7 +136,7 @@ class SmtpServer:
         }
         if self.ca_file:
             out["smtp_ca_file"] = self.ca_file
-        if self.security != "none":
+        if self.security == "starttls":
             out.update(smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD)
         out.update(extra)
         return out
@@ -228,8 +228,6 @@ def _smtp_ssl(tls_files: tuple[str, str]) -> Iterator[SmtpServer]:
         port=port,
         server_hostname="localhost",
         ssl_context=_server_context(tls_files),
-        authenticator=_authenticator,
-        auth_required=True,
     )
     controller.start()
     yield SmtpServer(handler, port, "ssl", tls_files[0])

@@ -159,7 +159,8 @@ def parse_ses_message(message: str | Mapping[str, Any]) -> list[SesEvent]:
     if kind is None:
         raise MalformedEvent(f"unknown SES event type {raw_type!r}")
     mail = note.mail
-    config_set = (mail.tags.get("ses:configuration-set") or [None])[0]
+    config_sets = mail.tags.get("ses:configuration-set") or []
+    config_set = config_sets[0] if config_sets else None
     base: dict[str, Any] = {
         "type": kind,
         "message_id": mail.message_id,
@@ -255,7 +256,7 @@ def process_sns_event(event: Mapping[str, Any], service: EmailService | None = N
     from aws_lambda_powertools.utilities.parser.models import SnsRecordModel
 
     if service is None:
-        from ..registry import get_service
+        from milequest.services.registry import get_service
 
         service = get_service("email")
     report = EventReport()
@@ -279,7 +280,7 @@ def process_sns_event(event: Mapping[str, Any], service: EmailService | None = N
             dims = {"EventType": item.type.value}
             if item.bounce_type:
                 dims["BounceType"] = item.bounce_type
-            service.record_metric("SesEvents", 1, **dims)
+            service.record_metric("SesEvents", 1, "Count", **dims)
             if item.suppresses and item.recipient:
                 reason = "COMPLAINT" if item.type is SesEventType.COMPLAINT else "BOUNCE"
                 try:

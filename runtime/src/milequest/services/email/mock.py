@@ -98,7 +98,10 @@ class MockEmailService(EmailService):
 
     def fail_next(self, count: int = 1, code: str = "PROVIDER_UNAVAILABLE") -> None:
         """Make the next ``count`` sends fail with ``code`` (an ``EmailErrorCode`` name)."""
-        self._error(code, "probe")  # an unknown code fails here, not at send time
+        from .errors import EmailErrorCode
+
+        if code not in EmailErrorCode.__members__:
+            raise ValueError(f"unknown error code {code!r}")
         with self._lock:
             self._fail_next.append((code, count))
 

@@ -82,7 +82,10 @@ def create_sesv2_client(settings: EmailSettings) -> SESV2Client:
     from botocore.config import Config
 
     config = Config(
-        retries={"mode": settings.ses_retry_mode, "max_attempts": settings.ses_max_attempts},
+        retries={
+            "mode": settings.ses_retry_mode,
+            "total_max_attempts": settings.ses_max_attempts,  # the first call included
+        },
         max_pool_connections=settings.ses_max_connections,
         connect_timeout=5,
         read_timeout=30,

@@ -142,8 +142,13 @@ class SmtpEmailService(EmailService):
             for out in batch:
                 try:
                     results.append(self._ok_item(out, self._send_on(conn, out)))
-                except (smtplib.SMTPServerDisconnected, OSError):
+                except smtplib.SMTPServerDisconnected:
                     raise  # the connection is gone: fail the rest of the batch
+                except OSError as exc:
+                    if not isinstance(exc, smtplib.SMTPException):
+                        raise  # a socket error: the connection is unusable
+                    results.append(self._failed_item(out.index, out.message.recipients(), exc))
+                    conn.rset()
                 except Exception as exc:
                     results.append(self._failed_item(out.index, out.message.recipients(), exc))
                     conn.rset()
@@ -161,6 +166,10 @@ class SmtpEmailService(EmailService):
             return self._error("MESSAGE_REJECTED", f"every recipient refused: {text}", cause=exc)
         if isinstance(exc, smtplib.SMTPResponseException):
             code = exc.smtp_code
+            if code in (530, 534, 535, 538):  # authentication or TLS required by the server
+                return self._error(
+                    "CONFIGURATION", f"SMTP_SECURITY / credentials: {text}", cause=exc
+                )
             if code == 552:
                 return self._error("MESSAGE_TOO_LARGE", text, cause=exc)
             if code in (421, 450, 451, 452, 454):
