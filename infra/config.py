@@ -70,6 +70,8 @@ class ContainerConfig(_Model):
     """The Fargate service running the runtime's HTTP app."""
 
     enabled: bool = False
+    # With a hosted zone, the app is served over HTTPS at <subdomain>.<domain>.
+    subdomain: str = Field(default="api", pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
     cpu: Literal[256, 512, 1024, 2048, 4096] = 256
     memory_mib: int = Field(default=512, ge=512, le=30720)
     desired_count: int = Field(default=2, ge=1, le=20)

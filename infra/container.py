@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from aws_cdk import Duration, IgnoreMode, RemovalPolicy, Stack, Token
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_ecs_patterns as ecs_patterns
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -117,6 +120,7 @@ class ContainerStack(Stack):
             desired_count=settings.desired_count,
             min_healthy_percent=100,
             public_load_balancer=True,
+            **self._https(config),
             circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
             runtime_platform=ecs.RuntimePlatform(
                 cpu_architecture=ecs.CpuArchitecture.X86_64,
@@ -143,6 +147,24 @@ class ContainerStack(Stack):
         task_role.add_managed_policy(email.sender_policy)
         task_role.add_managed_policy(realtime.publisher_policy)
         self._acknowledgements()
+
+    def _https(self, config: EnvironmentConfig) -> dict[str, Any]:
+        """HTTPS on ``<subdomain>.<domain>`` with a DNS-validated certificate, given a zone."""
+        if config.hosted_zone is None:
+            return {}
+        zone = route53.PublicHostedZone.from_hosted_zone_attributes(
+            self,
+            "Zone",
+            hosted_zone_id=config.hosted_zone.zone_id,
+            zone_name=config.hosted_zone.zone_name,
+        )
+        return {
+            "domain_name": f"{config.container.subdomain}.{config.domain}",
+            "domain_zone": zone,
+            "protocol": elbv2.ApplicationProtocol.HTTPS,
+            "redirect_http": True,
+            "ssl_policy": elbv2.SslPolicy.RECOMMENDED_TLS,
+        }
 
     def _access_logs(self, config: EnvironmentConfig) -> None:
         bucket = s3.Bucket(

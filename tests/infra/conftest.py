@@ -1,0 +1,125 @@
+"""Synthesize each environment once per session; tests read the resulting templates."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# jsii runs on the Node the project pins (no end-of-life warning), also outside make.
+os.environ.setdefault("JSII_NODE", str(REPO_ROOT / "node_modules" / ".bin" / "node"))
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+
+from aws_cdk import App, Stack, Stage  # noqa: E402
+from aws_cdk.assertions import Template  # noqa: E402
+
+from infra.config import EnvironmentConfig  # noqa: E402
+from infra.stage import MileQuestStage, build_app  # noqa: E402
+
+SKIP_BUNDLING = {"aws:cdk:bundling-stacks": []}
+# What the CDK CLI provides without credentials: a region, no account.
+SYNTH_REGION = "eu-west-1"
+
+
+@dataclass
+class Synthesized:
+    """One synthesized app: its stages, cloud assembly directory and validation report."""
+
+    app: App
+    stages: dict[str, MileQuestStage]
+    outdir: Path
+
+    def template(self, env: str, stack: str) -> Template:
+        return Template.from_json(self.template_json(env, stack))
+
+    def template_json(self, env: str, stack: str) -> dict[str, Any]:
+        return template_json(self.stages[env], stack)
+
+    def stack_names(self, env: str) -> list[str]:
+        return [child.node.id for child in self.stages[env].node.children if Stack.is_stack(child)]
+
+    def validation_report(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.outdir / "validation-report.json").read_text())
+        return data
+
+
+def template_json(stage: Stage, stack_id: str) -> dict[str, Any]:
+    """The synthesized template of ``stage``'s stack ``stack_id`` (no re-synthesis)."""
+    stack = stage.node.find_child(stack_id)
+    assert isinstance(stack, Stack)
+    artifact = stage.synth().get_stack_artifact(stack.artifact_id)
+    template: dict[str, Any] = artifact.template
+    return template
+
+
+@pytest.fixture(scope="session")
+def synth_env() -> Iterator[None]:
+    """The CLI's view of the environment while the app is built."""
+    saved = {k: os.environ.get(k) for k in ("CDK_DEFAULT_REGION", "CDK_DEFAULT_ACCOUNT")}
+    os.environ["CDK_DEFAULT_REGION"] = SYNTH_REGION
+    os.environ.pop("CDK_DEFAULT_ACCOUNT", None)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def synthesized(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The whole app (every environment, cdk-nag included), synthesized once."""
+    outdir = tmp_path_factory.mktemp("cdk-out")
+    app = App(context=SKIP_BUNDLING, outdir=str(outdir))
+    stages = {stage.config.name: stage for stage in build_app(app)}
+    app.synth()
+    return Synthesized(app=app, stages=stages, outdir=outdir)
+
+
+def synth_variant(config: EnvironmentConfig, outdir: Path) -> Synthesized:
+    """A one-environment app for a config variant, cdk-nag included."""
+    app = App(context=SKIP_BUNDLING, outdir=str(outdir))
+    stages = {stage.config.name: stage for stage in build_app(app, [config])}
+    app.synth()
+    return Synthesized(app=app, stages=stages, outdir=outdir)
+
+
+def resources(template: dict[str, Any], type_name: str) -> dict[str, dict[str, Any]]:
+    """The resources of one CloudFormation type, by logical id."""
+    return {
+        logical_id: resource
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == type_name
+    }
+
+
+def only(template: dict[str, Any], type_name: str) -> dict[str, Any]:
+    """The properties of the single resource of ``type_name``."""
+    found = resources(template, type_name)
+    assert len(found) == 1, f"expected one {type_name}, found {sorted(found)}"
+    properties: dict[str, Any] = next(iter(found.values())).get("Properties", {})
+    return properties
+
+
+ZONE_ID = "Z0123456789ABCDEFGHIJ"
+
+
+@pytest.fixture(scope="session")
+def zoned(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """Staging with a Route 53 zone, an alarm address and the container target enabled."""
+    from infra.config import ENVIRONMENTS
+
+    data = ENVIRONMENTS["staging"].model_dump() | {
+        "hosted_zone": {"zone_id": ZONE_ID, "zone_name": "milequest.app"},
+        "container": {"enabled": True, "desired_count": 1},
+        "manage_apigateway_account_role": False,
+    }
+    return synth_variant(
+        EnvironmentConfig.model_validate(data), tmp_path_factory.mktemp("cdk-out-zoned")
+    )

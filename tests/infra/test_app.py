@@ -1,0 +1,93 @@
+"""The whole app: stages, stack names, cdk-nag and the environment each stage targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from aws_cdk import App, Stack, Stage
+from aws_cdk import aws_sns as sns
+
+from infra.config import ENVIRONMENTS
+from infra.nag import add_checks
+
+from .conftest import REPO_ROOT, SYNTH_REGION, Synthesized
+
+ENVS = ("dev", "staging", "prod")
+
+
+def test_one_stage_per_environment_with_named_stacks(synthesized: Synthesized) -> None:
+    assert sorted(synthesized.stages) == sorted(ENVS)
+    for env in ENVS:
+        stage = synthesized.stages[env]
+        artifacts = stage.synth().stacks
+        # `cdk deploy 'dev/*'` selects stacks by these hierarchical ids.
+        assert all(a.hierarchical_id.startswith(f"{env}/") for a in artifacts)
+        assert {a.stack_name for a in artifacts} >= {
+            f"milequest-{env}-email",
+            f"milequest-{env}-realtime",
+            f"milequest-{env}-observability",
+        }
+        assert all(a.environment.region == SYNTH_REGION for a in artifacts)
+
+
+def test_container_stack_only_where_enabled(synthesized: Synthesized) -> None:
+    for env in ENVS:
+        names = synthesized.stack_names(env)
+        assert ("Container" in names) == ENVIRONMENTS[env].container.enabled
+    assert ENVIRONMENTS["prod"].container.enabled
+    assert not ENVIRONMENTS["dev"].container.enabled
+
+
+def test_nag_passes_with_reasoned_narrow_acknowledgements(synthesized: Synthesized) -> None:
+    report = synthesized.validation_report()
+    (plugin,) = report["pluginReports"]
+    assert plugin["pluginName"] == "AwsSolutions"
+    assert plugin["conclusion"] == "success"
+    assert plugin["violations"] == []
+    suppressed = plugin["suppressedViolations"]
+    assert suppressed, "expected the documented acknowledgements to be exercised"
+    stack_paths = {f"{env}/{name}" for env in ENVS for name in synthesized.stack_names(env)} | set(
+        ENVS
+    )
+    for entry in suppressed:
+        assert len(entry["reason"]) >= 40, entry
+        # Never acknowledged stack-wide (or stage-wide): always on a construct inside.
+        assert entry["acknowledgedAt"] not in stack_paths, entry
+        for construct in entry["violatingConstructs"]:
+            assert construct["constructPath"].startswith(entry["acknowledgedAt"] + "/")
+
+
+def test_wildcard_resource_acknowledgements_are_for_known_actions(
+    synthesized: Synthesized,
+) -> None:
+    rules = {
+        entry["ruleName"]
+        for entry in synthesized.validation_report()["pluginReports"][0]["suppressedViolations"]
+    }
+    iam5 = sorted(rule for rule in rules if rule.startswith("AwsSolutions-IAM5"))
+    assert "AwsSolutions-IAM5[Resource::*]" in iam5
+    assert not any("Action::" in rule for rule in iam5)
+
+
+def test_a_finding_fails_synth(tmp_path: Path) -> None:
+    """The checks are wired as a validation plugin: an unacknowledged finding fails synth."""
+    app = App(outdir=str(tmp_path))
+    sns.Topic(Stack(Stage(app, "dev"), "Probe"), "Plain")
+    add_checks(app)
+    with pytest.raises(RuntimeError, match="ValidationFailed") as failure:
+        app.synth()
+    assert "AwsSolutions-SNS3" in str(failure.value)
+
+
+def test_cdk_json_runs_the_app_with_recommended_flags() -> None:
+    cdk_json = json.loads((REPO_ROOT / "cdk.json").read_text())
+    assert cdk_json["app"].endswith("python app.py")
+    context = cdk_json["context"]
+    for flag in (
+        "@aws-cdk/aws-iam:minimizePolicies",
+        "@aws-cdk/aws-lambda:recognizeLayerVersion",
+        "@aws-cdk/core:enablePartitionLiterals",
+    ):
+        assert context[flag] is True

@@ -1,0 +1,179 @@
+"""Email stack: SES identity and DKIM, configuration set, event pipeline, templates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Match
+from milequest.services.email.templates import load_template_sources
+
+from infra.config import ENVIRONMENTS
+
+from .conftest import ZONE_ID, Synthesized, only, resources
+
+ENVS = ("dev", "staging", "prod")
+# CloudFormation spells the event types in camelCase.
+EVENT_TYPES = {"bounce", "complaint", "delivery", "reject", "deliveryDelay", "renderingFailure"}
+
+
+def _email(synthesized: Synthesized, env: str) -> dict[str, Any]:
+    return synthesized.template_json(env, "Email")
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_domain_identity_with_easy_dkim_and_mail_from(synthesized: Synthesized, env: str) -> None:
+    config = ENVIRONMENTS[env]
+    template = synthesized.template(env, "Email")
+    template.has_resource_properties(
+        "AWS::SES::EmailIdentity",
+        {
+            "EmailIdentity": config.domain,
+            "DkimAttributes": {"SigningEnabled": True},
+            "MailFromAttributes": {"MailFromDomain": f"mail.{config.domain}"},
+            "ConfigurationSetAttributes": {"ConfigurationSetName": Match.any_value()},
+        },
+    )
+    outputs = _email(synthesized, env)["Outputs"]
+    # Without a hosted zone the records to publish are stack outputs.
+    for name in ("DkimRecord1", "DkimRecord2", "DkimRecord3"):
+        joined = outputs[name]["Value"]["Fn::Join"][1]
+        assert " CNAME " in joined
+        attrs = {part["Fn::GetAtt"][1] for part in joined if isinstance(part, dict)}
+        index = name[-1]
+        assert attrs == {f"DkimDNSTokenName{index}", f"DkimDNSTokenValue{index}"}
+    assert outputs["MailFromMxRecord"]["Value"] == (
+        f"mail.{config.domain} MX 10 feedback-smtp.eu-west-1.amazonses.com"
+    )
+    assert "include:amazonses.com" in outputs["MailFromSpfRecord"]["Value"]
+    assert resources(_email(synthesized, env), "AWS::Route53::RecordSet") == {}
+
+
+def test_sender_identities_only_in_sandbox(synthesized: Synthesized) -> None:
+    for env in ENVS:
+        config = ENVIRONMENTS[env]
+        identities = {
+            r["Properties"]["EmailIdentity"]
+            for r in resources(_email(synthesized, env), "AWS::SES::EmailIdentity").values()
+        }
+        expected = {config.domain} | (set(config.sender_addresses) if config.ses_sandbox else set())
+        assert identities == expected
+    assert ENVIRONMENTS["dev"].ses_sandbox
+    assert ENVIRONMENTS["dev"].sender_addresses
+
+
+def test_hosted_zone_gets_dkim_mail_from_and_dmarc_records(zoned: Synthesized) -> None:
+    template = zoned.template_json("staging", "Email")
+    records = [r["Properties"] for r in resources(template, "AWS::Route53::RecordSet").values()]
+    assert all(r["HostedZoneId"] == ZONE_ID for r in records)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_type.setdefault(record["Type"], []).append(record)
+    assert len(by_type["CNAME"]) == 3
+    (mx,) = by_type["MX"]
+    assert mx["Name"] == "mail.staging.milequest.app."
+    assert "feedback-smtp.eu-west-1.amazonses.com" in str(mx["ResourceRecords"])
+    txt_names = {r["Name"] for r in by_type["TXT"]}
+    assert txt_names == {"mail.staging.milequest.app.", "_dmarc.staging.milequest.app."}
+    assert "DkimRecord1" not in template.get("Outputs", {})
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_configuration_set_and_event_destinations(synthesized: Synthesized, env: str) -> None:
+    template = _email(synthesized, env)
+    config_set = only(template, "AWS::SES::ConfigurationSet")
+    assert config_set["Name"] == f"milequest-{env}"
+    assert config_set["ReputationOptions"] == {"ReputationMetricsEnabled": True}
+    assert config_set["SuppressionOptions"] == {"SuppressedReasons": ["BOUNCE", "COMPLAINT"]}
+    assert config_set["DeliveryOptions"]["TlsPolicy"] == "REQUIRE"
+
+    topics = resources(template, "AWS::SNS::Topic")
+    destinations = resources(template, "AWS::SES::ConfigurationSetEventDestination")
+    published: dict[str, str] = {}
+    for destination in destinations.values():
+        spec = destination["Properties"]["EventDestination"]
+        assert spec["Enabled"] is True
+        (event,) = spec["MatchingEventTypes"]
+        topic_ref = spec["SnsDestination"]["TopicARN"]["Ref"]
+        assert topic_ref in topics
+        published[event] = topic_ref
+    assert set(published) == EVENT_TYPES
+    assert len(set(published.values())) == len(EVENT_TYPES)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_topics_use_a_customer_key_that_ses_may_use(synthesized: Synthesized, env: str) -> None:
+    template = _email(synthesized, env)
+    (key_id,) = resources(template, "AWS::KMS::Key")
+    key = template["Resources"][key_id]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    statements = key["KeyPolicy"]["Statement"]
+    ses = [s for s in statements if s.get("Principal") == {"Service": "ses.amazonaws.com"}]
+    assert len(ses) == 1
+    assert set(ses[0]["Action"]) == {"kms:GenerateDataKey*", "kms:Decrypt"}
+    assert ses[0]["Effect"] == "Allow"
+    assert "aws:SourceAccount" in ses[0]["Condition"]["StringEquals"]
+    for topic in resources(template, "AWS::SNS::Topic").values():
+        assert topic["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_topics_enforce_ssl_and_allow_only_this_configuration_set(
+    synthesized: Synthesized, env: str
+) -> None:
+    template = _email(synthesized, env)
+    topics = set(resources(template, "AWS::SNS::Topic"))
+    covered = set()
+    for policy in resources(template, "AWS::SNS::TopicPolicy").values():
+        props = policy["Properties"]
+        statements = props["PolicyDocument"]["Statement"]
+        deny = [s for s in statements if s["Effect"] == "Deny"]
+        assert deny
+        assert deny[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        allow = [s for s in statements if s["Effect"] == "Allow"]
+        assert allow[0]["Principal"] == {"Service": "ses.amazonaws.com"}
+        assert "configuration-set/" in str(allow[0]["Condition"]["StringEquals"])
+        covered |= {ref["Ref"] for ref in props["Topics"]}
+    assert covered == topics
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_event_handler_subscribed_with_dead_letter_queue(
+    synthesized: Synthesized, env: str
+) -> None:
+    template = _email(synthesized, env)
+    (queue_id,) = resources(template, "AWS::SQS::Queue")
+    queue = template["Resources"][queue_id]["Properties"]
+    assert "KmsMasterKeyId" in queue
+    queue_policy = only(template, "AWS::SQS::QueuePolicy")["PolicyDocument"]["Statement"]
+    assert any(
+        s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        for s in queue_policy
+    )
+    functions = resources(template, "AWS::Lambda::Function")
+    (fn_id,) = functions
+    fn = functions[fn_id]["Properties"]
+    assert fn["Handler"] == "milequest.handlers.ses_events.handler"
+    assert fn["DeadLetterConfig"]["TargetArn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+    subs = resources(template, "AWS::SNS::Subscription")
+    assert len(subs) == len(EVENT_TYPES)
+    for sub in subs.values():
+        props = sub["Properties"]
+        assert props["Protocol"] == "lambda"
+        assert props["Endpoint"] == {"Fn::GetAtt": [fn_id, "Arn"]}
+        assert props["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [queue_id, "Arn"]}}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_templates_are_the_runtime_files(synthesized: Synthesized, env: str) -> None:
+    deployed = {
+        r["Properties"]["Template"]["TemplateName"]: r["Properties"]["Template"]
+        for r in resources(_email(synthesized, env), "AWS::SES::Template").values()
+    }
+    sources = load_template_sources()
+    assert "welcome" in sources
+    assert set(deployed) == set(sources)
+    for name, source in sources.items():
+        assert deployed[name]["SubjectPart"] == source.subject
+        assert deployed[name]["HtmlPart"] == source.html
+        assert deployed[name]["TextPart"] == source.text

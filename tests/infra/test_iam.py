@@ -1,0 +1,77 @@
+"""Least privilege across every template: no wildcard actions, scoped SES sending."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from infra.email import ACCOUNT_LEVEL_READS
+
+from .conftest import Synthesized
+
+ENVS = ("dev", "staging", "prod")
+IAM_TYPES = {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::Role"}
+# Actions IAM cannot scope to a resource: the only ones allowed on "Resource": "*".
+NO_RESOURCE_LEVEL = {
+    *ACCOUNT_LEVEL_READS,
+    "ses:PutSuppressedDestination",
+    "ecr:GetAuthorizationToken",
+}
+
+
+def _statements(synthesized: Synthesized, env: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    for stack in synthesized.stack_names(env):
+        template = synthesized.template_json(env, stack)
+        for logical_id, resource in template["Resources"].items():
+            if resource["Type"] not in IAM_TYPES:
+                continue
+            props = resource["Properties"]
+            documents = [props.get("PolicyDocument")] + [
+                p["PolicyDocument"] for p in props.get("Policies", [])
+            ]
+            for document in filter(None, documents):
+                for statement in document["Statement"]:
+                    yield f"{stack}/{logical_id}", statement
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_no_wildcard_actions(synthesized: Synthesized, env: str) -> None:
+    for where, statement in _statements(synthesized, env):
+        for action in _as_list(statement.get("Action", [])):
+            assert action != "*", (where, statement)
+            assert not action.endswith(":*"), (where, statement)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_star_resource_only_for_actions_without_resource_level_support(
+    synthesized: Synthesized, env: str
+) -> None:
+    for where, statement in _statements(synthesized, env):
+        if "*" in _as_list(statement.get("Resource", [])) and statement["Effect"] == "Allow":
+            actions = set(_as_list(statement["Action"]))
+            assert actions <= NO_RESOURCE_LEVEL, (where, actions)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_ses_send_scoped_to_identity_configuration_set_and_templates(
+    synthesized: Synthesized, env: str
+) -> None:
+    send = [
+        s
+        for _, s in _statements(synthesized, env)
+        if {"ses:SendEmail", "ses:SendBulkEmail"} & set(_as_list(s["Action"]))
+    ]
+    assert len(send) == 1
+    resources = [json.dumps(r) for r in _as_list(send[0]["Resource"])]
+    assert "*" not in send[0]["Resource"]
+    assert any(":identity/" in r for r in resources)
+    assert sum(":configuration-set/" in r for r in resources) == 1
+    assert any(r.endswith(':template/welcome"]]}') for r in resources)
+    assert all(not r.endswith('/*"]]}') for r in resources)

@@ -1,0 +1,103 @@
+"""Observability: alarms on SES reputation, functions, the DLQ and the WebSocket API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from infra.config import ENVIRONMENTS
+
+from .conftest import Synthesized, only, resources
+
+ENVS = ("dev", "staging", "prod")
+
+
+def _alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        lid: r["Properties"] for lid, r in resources(template, "AWS::CloudWatch::Alarm").items()
+    }
+
+
+def _by_metric(template: dict[str, Any], metric: str) -> dict[str, Any]:
+    (alarm,) = [a for a in _alarms(template).values() if a.get("MetricName") == metric]
+    return alarm
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_ses_reputation_alarms(synthesized: Synthesized, env: str) -> None:
+    template = synthesized.template_json(env, "Observability")
+    bounce = _by_metric(template, "Reputation.BounceRate")
+    assert bounce["Namespace"] == "AWS/SES"
+    assert bounce["Threshold"] == 0.05
+    assert bounce["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    complaint = _by_metric(template, "Reputation.ComplaintRate")
+    assert complaint["Threshold"] == 0.001
+    assert complaint["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_function_dlq_and_api_alarms_notify_the_alarm_topic(
+    synthesized: Synthesized, env: str
+) -> None:
+    template = synthesized.template_json(env, "Observability")
+    alarms = _alarms(template)
+    (topic_id,) = resources(template, "AWS::SNS::Topic")
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == [{"Ref": topic_id}]
+    errors = [a for a in alarms.values() if a.get("MetricName") == "Errors"]
+    assert len(errors) == 5
+    assert all(a["Namespace"] == "AWS/Lambda" and a["Threshold"] == 1 for a in errors)
+    dlq = _by_metric(template, "ApproximateNumberOfMessagesVisible")
+    assert dlq["Threshold"] == 1
+    api = [a for a in alarms.values() if "Metrics" in a]
+    (api_alarm,) = api
+    names = {
+        m["MetricStat"]["Metric"]["MetricName"] for m in api_alarm["Metrics"] if "MetricStat" in m
+    }
+    assert names == {"ExecutionError", "IntegrationError"}
+    dims = api_alarm["Metrics"][1]["MetricStat"]["Metric"]["Dimensions"]
+    assert {d["Name"] for d in dims} == {"ApiId", "Stage"}
+
+
+def test_alarm_email_subscription_follows_config(synthesized: Synthesized) -> None:
+    for env in ENVS:
+        template = synthesized.template_json(env, "Observability")
+        subscriptions = resources(template, "AWS::SNS::Subscription")
+        email = ENVIRONMENTS[env].alarm_email
+        endpoints = [s["Properties"]["Endpoint"] for s in subscriptions.values()]
+        assert endpoints == ([email] if email else [])
+        topic = only(template, "AWS::SNS::Topic")
+        assert "KmsMasterKeyId" in topic
+
+
+def test_container_alarm_only_with_container(synthesized: Synthesized) -> None:
+    for env in ENVS:
+        template = synthesized.template_json(env, "Observability")
+        target = [
+            a
+            for a in _alarms(template).values()
+            if a.get("MetricName") == "HTTPCode_Target_5XX_Count"
+        ]
+        assert len(target) == int(ENVIRONMENTS[env].container.enabled)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_dashboard_widgets(synthesized: Synthesized, env: str) -> None:
+    dashboard = only(synthesized.template_json(env, "Observability"), "AWS::CloudWatch::Dashboard")
+    body = json.dumps(dashboard["DashboardBody"])
+    for metric in (
+        "Send",
+        "Delivery",
+        "Bounce",
+        "Complaint",
+        "Reputation.BounceRate",
+        "Reputation.ComplaintRate",
+        "ConnectCount",
+        "MessageCount",
+        "Errors",
+        "Duration",
+        "ApproximateNumberOfMessagesVisible",
+    ):
+        assert f'\\"{metric}\\"' in body, metric
