@@ -78,7 +78,9 @@ def get_secret(arn: str) -> str:
             return _secret_cache[arn]
     from aws_lambda_powertools.utilities import parameters
 
-    value = parameters.get_secret(arn, max_age=365 * 24 * 3600)
+    # This module's dict is the one cache (clear_secret_cache empties it); Powertools' own
+    # cache is bypassed so that clearing ours really fetches again.
+    value = parameters.get_secret(arn, force_fetch=True)
     text = value.decode() if isinstance(value, bytes) else str(value)
     with _secret_lock:
         _secret_cache[arn] = text
