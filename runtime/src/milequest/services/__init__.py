@@ -1,17 +1,46 @@
-"""Service foundation: errors, the base class, metrics, health and the registry."""
+"""Service foundation: errors, the base class, metrics, health and the registry.
 
-from .base import BaseService
+Names are resolved on first use (PEP 562): importing a service package stays cheap at cold
+start, and pydantic (health models) loads only when a health check runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import ServiceError
-from .health import HealthReport, HealthState, HealthStatus
-from .metrics import EmfSink, InMemorySink, MetricsSink, NoopSink, set_default_sink
-from .registry import (
-    check_services_health,
-    get_service,
-    initialize_services,
-    override_service,
-    register_service,
-    reset_services,
-)
+
+if TYPE_CHECKING:
+    from .base import BaseService
+    from .health import HealthReport, HealthState, HealthStatus
+    from .metrics import EmfSink, InMemorySink, MetricsSink, NoopSink, set_default_sink
+    from .registry import (
+        check_services_health,
+        get_service,
+        initialize_services,
+        override_service,
+        register_service,
+        reset_services,
+    )
+
+_LAZY = {
+    "BaseService": "base",
+    "EmfSink": "metrics",
+    "HealthReport": "health",
+    "HealthState": "health",
+    "HealthStatus": "health",
+    "InMemorySink": "metrics",
+    "MetricsSink": "metrics",
+    "NoopSink": "metrics",
+    "set_default_sink": "metrics",
+    "check_services_health": "registry",
+    "get_service": "registry",
+    "initialize_services": "registry",
+    "override_service": "registry",
+    "register_service": "registry",
+    "reset_services": "registry",
+}
 
 __all__ = [
     "BaseService",
@@ -31,3 +60,16 @@ __all__ = [
     "reset_services",
     "set_default_sink",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

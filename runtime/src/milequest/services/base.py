@@ -7,11 +7,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, ClassVar, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
 
 from .errors import ServiceError
-from .health import HealthState, HealthStatus
 from .metrics import MetricsSink, MetricUnit, default_sink
+
+if TYPE_CHECKING:
+    # Imported where used: the health models need pydantic, which a cold start can skip.
+    from .health import HealthState, HealthStatus
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -160,6 +163,8 @@ class BaseService(ABC):
 
     def health_check(self) -> HealthStatus:
         """Probe the provider; never raises (a failed probe is reported as unhealthy)."""
+        from .health import HealthState, HealthStatus
+
         start = time.perf_counter()
         try:
             state, details = self._probe()
