@@ -26,7 +26,7 @@ import jsii
 from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
-from .paths import LOCK_FILE, REPO_ROOT, RUNTIME_DIR, RUNTIME_PACKAGE_DIR, UV
+from .paths import REPO_ROOT, RUNTIME_DIR, RUNTIME_PACKAGE_DIR, UV
 
 LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_14
 LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
@@ -45,7 +45,7 @@ class BundlingError(RuntimeError):
 
 
 def _source_files() -> list[Path]:
-    files = [LOCK_FILE, RUNTIME_DIR / "pyproject.toml"]
+    files = [RUNTIME_DIR / "pyproject.toml"]
     for path in sorted(RUNTIME_PACKAGE_DIR.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
             files.append(path)
@@ -53,11 +53,26 @@ def _source_files() -> list[Path]:
 
 
 @functools.cache
+def locked_requirements() -> str:
+    """The runtime's locked requirements (``uv export``), without the workspace itself."""
+    export = [_uv(), "export", "--package", "milequest", "--frozen", "--no-dev"]
+    for extra in RUNTIME_EXTRAS:
+        export += ["--extra", extra]
+    export += ["--no-hashes", "--no-emit-workspace", "--no-header", "-q"]
+    return _run(export)
+
+
+@functools.cache
 def source_hash() -> str:
-    """Hash of everything the bundle is built from (lock, runtime sources, settings)."""
+    """Hash of what the bundle is built from: locked requirements, runtime sources, settings.
+
+    The exported requirements rather than ``uv.lock`` itself, so that a change to the
+    development dependencies does not rebuild the Lambda asset.
+    """
     digest = hashlib.sha256()
     settings = f"{BUNDLE_FORMAT}|{PYTHON_VERSION}|{UV_PLATFORM}|{','.join(RUNTIME_EXTRAS)}"
     digest.update(settings.encode())
+    digest.update(locked_requirements().encode())
     for path in _source_files():
         digest.update(b"\0" + str(path.relative_to(REPO_ROOT)).encode() + b"\0")
         digest.update(path.read_bytes())
@@ -82,12 +97,13 @@ def _uv() -> str:
     return found
 
 
-def _run(args: list[str]) -> None:
+def _run(args: list[str]) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONH"))}
     env["UV_NO_PROGRESS"] = "1"
     proc = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BundlingError(f"{' '.join(args[:3])} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
 
 
 def _check_native_files(root: Path) -> None:
@@ -106,17 +122,12 @@ def _check_native_files(root: Path) -> None:
 
 def build_bundle(target: Path) -> None:
     """Install the runtime and its locked dependencies for Lambda arm64 into ``target``."""
-    uv = _uv()
     with tempfile.TemporaryDirectory(prefix="mq-req-") as tmp:
         requirements = Path(tmp) / "requirements.txt"
-        export = [uv, "export", "--package", "milequest", "--frozen", "--no-dev"]
-        for extra in RUNTIME_EXTRAS:
-            export += ["--extra", extra]
-        export += ["--no-hashes", "--no-emit-workspace", "--no-header", "-q"]
-        _run([*export, "-o", str(requirements)])
+        requirements.write_text(locked_requirements(), encoding="utf-8")
         _run(
             [
-                uv,
+                _uv(),
                 "pip",
                 "install",
                 "--no-deps",

@@ -7,6 +7,5 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_DIR = REPO_ROOT / "runtime"
 RUNTIME_PACKAGE_DIR = RUNTIME_DIR / "src" / "milequest"
-LOCK_FILE = REPO_ROOT / "uv.lock"
 UV = REPO_ROOT / ".venv" / "bin" / "uv"
 DOCKERFILE = "runtime/Dockerfile"

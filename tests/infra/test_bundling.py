@@ -29,9 +29,12 @@ def test_native_files_must_be_aarch64(tmp_path: Path) -> None:
         bundling._check_native_files(tmp_path)
 
 
-def test_source_hash_covers_the_lock_and_runtime_sources() -> None:
+def test_source_hash_covers_locked_requirements_and_runtime_sources() -> None:
+    requirements = bundling.locked_requirements().splitlines()
+    assert any(line.startswith("pydantic-core==") for line in requirements)
+    assert any(line.startswith("pusher==") for line in requirements)
+    assert not any(line.startswith(("pytest", "moto", "aws-cdk-lib")) for line in requirements)
     files = {str(p.relative_to(bundling.REPO_ROOT)) for p in bundling._source_files()}
-    assert "uv.lock" in files
     assert "runtime/src/milequest/services/email/templates.py" in files
     assert "runtime/src/milequest/templates/welcome/subject.hbs" in files
     assert not any("__pycache__" in f for f in files)
