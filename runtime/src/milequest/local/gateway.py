@@ -188,6 +188,9 @@ class WebSocketGateway:
             # API Gateway sends no pings of its own; clients keep connections alive.
             ping_interval=None,
             close_timeout=2,
+            # The authorizer and $connect run inside the handshake; API Gateway gives
+            # integrations 29 s, so the handshake may take that long under load.
+            open_timeout=30,
             server_header="local-apigateway",
             compression=None,  # API Gateway negotiates no permessage-deflate
         )
