@@ -201,9 +201,14 @@ class LocalStack:
                 ("SMTP sink", cfg.smtp_port),
             ):
                 self._sockets[name] = bind_port(name, cfg.host, port)
+            if cfg.aws_port:
+                # werkzeug (under moto) exits the process on a busy port: check it first.
+                bind_port("embedded AWS", cfg.host, cfg.aws_port).close()
             try:
                 self.aws.start()
-            except OSError as exc:
+            except (OSError, SystemExit) as exc:
+                if isinstance(exc, SystemExit):
+                    raise PortInUseError("embedded AWS", cfg.host, cfg.aws_port) from None
                 if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                     raise PortInUseError("embedded AWS", cfg.host, cfg.aws_port) from None
                 raise StackStartError(f"the embedded AWS could not start: {exc}") from None

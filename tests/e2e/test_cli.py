@@ -1,0 +1,82 @@
+"""``python -m milequest.local`` as a user runs it: banner, busy ports, clean shutdown."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+PARTS = ("aws", "gateway", "management", "http", "smtp")
+
+
+def _command(**ports: int) -> list[str]:
+    args = [sys.executable, "-m", "milequest.local"]
+    for part in PARTS:
+        args += [f"--{part}-port", str(ports.get(part, 0))]
+    return args
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+@pytest.mark.parametrize("part", ["gateway", "aws"])
+def test_a_busy_port_is_one_clear_line_and_a_non_zero_exit(busy_port: int, part: str) -> None:
+    done = subprocess.run(
+        _command(**{part: busy_port}), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1  # one line, no traceback
+    assert f"port {busy_port}" in done.stderr
+    assert "already in use" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_the_banner_then_a_clean_stop_on_a_signal(stop_signal: signal.Signals) -> None:
+    child = subprocess.Popen(_command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        banner = []
+        deadline = time.monotonic() + 120
+        for line in child.stdout:
+            banner.append(line)
+            if line.startswith("Press Ctrl-C") or time.monotonic() > deadline:
+                break
+        text = "".join(banner)
+        exports = dict(
+            line[len("export ") :].strip().split("=", 1)
+            for line in banner
+            if line.startswith("export ")
+        )
+        http = next(line.split()[-1] for line in banner if "HTTP app" in line)
+        with urllib.request.urlopen(f"{http}/healthz", timeout=30) as response:
+            assert response.status == 200
+        child.send_signal(stop_signal)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert exports["WEBSOCKET_PROVIDER"] == "apigateway"
+    assert exports["EMAIL_PROVIDER"] == "smtp"
+    assert exports["APIGW_MANAGEMENT_ENDPOINT"].startswith("http://127.0.0.1:")
+    assert exports["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+    for name in ("CONNECTIONS_TABLE", "WEBSOCKET_APP_KEY", "WEBSOCKET_APP_SECRET", "SMTP_PORT"):
+        assert exports[name]
+    assert "Sample connection token" in text
+    assert child.returncode == 0
+    assert out.rstrip().endswith("stopped.")
+    assert "Traceback" not in err
