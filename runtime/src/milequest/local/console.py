@@ -15,11 +15,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
+from milequest.services.email.events import sample_sns_event
 from milequest.services.errors import ServiceError
 from milequest.services.registry import get_service
 
 from .lambda_runtime import LocalLambdaContext
-from .ses_feedback import ses_notification, sns_event
 
 if TYPE_CHECKING:
     from .stack import LocalStack
@@ -192,14 +192,13 @@ def create_console_app(stack: LocalStack) -> Starlette:
         if kind not in ("bounce", "complaint"):
             raise BadRequestError("'kind' is bounce or complaint")
         res = stack.config.resources
-        notification = ses_notification(
+        event = sample_sns_event(
             kind,
             address,
+            topic_arn=f"arn:aws:sns:{res.region}:123456789012:milequest-local-ses-events",
             source=f"noreply@{res.sender_domain}",
-            region=res.region,
             configuration_set=res.configuration_set,
         )
-        event = sns_event(notification, region=res.region)
 
         def run() -> Any:
             handler = _load_handler(SES_EVENTS_HANDLER)
