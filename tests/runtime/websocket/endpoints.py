@@ -23,6 +23,7 @@ class ConnectionsState:
 
     posts: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
     gone: set[str] = field(default_factory=set)
+    bare_gone: set[str] = field(default_factory=set)
     throttle: dict[str, int] = field(default_factory=dict)
     forbid: bool = False
     requests: int = 0
@@ -32,6 +33,7 @@ class ConnectionsState:
         with self.lock:
             self.posts.clear()
             self.gone.clear()
+            self.bare_gone.clear()
             self.throttle.clear()
             self.forbid = False
             self.requests = 0
@@ -82,6 +84,9 @@ class _ConnectionsHandler(BaseHTTPRequestHandler):
                 return None
             if connection_id in state.gone:
                 self._answer(410, {"message": "Gone"}, "GoneException")
+                return None
+            if connection_id in state.bare_gone:  # a 410 without an error type
+                self._answer(410, {"message": "Gone"})
                 return None
         return connection_id
 

@@ -76,6 +76,16 @@ def test_gone_connection_is_deleted_and_counted(
     assert [f["data"] for f in connections.frames(also)] == [2]
 
 
+def test_a_bare_410_also_means_gone(
+    apigw: ApiGatewayWebSocketService, connections: ConnectionsState
+) -> None:
+    dead = _join(apigw, "team-1")
+    connections.bare_gone.add(dead)
+    result = apigw.trigger("team-1", "ev", 1)
+    assert (result.delivered, result.gone, result.failed) == (0, 1, 0)
+    assert apigw._connection(dead) is None
+
+
 def test_client_event_gone_target_deletes_target_not_sender(
     apigw: ApiGatewayWebSocketService, connections: ConnectionsState
 ) -> None:
@@ -343,3 +353,22 @@ def test_payload_limit_is_128_kib_of_the_frame(apigw: ApiGatewayWebSocketService
     with pytest.raises(WebSocketError) as err:
         apigw.authenticate_channel("1234.5678", "private-a")
     assert err.value.code is WebSocketErrorCode.INVALID_SOCKET_ID
+
+
+def test_expired_records_are_not_counted(
+    apigw: ApiGatewayWebSocketService, table: str, moto_endpoint: str
+) -> None:
+    ghost = _join(apigw, "presence-old", "ghost")
+    _join(apigw, "presence-old", "live")
+    ddb = boto3.client("dynamodb", endpoint_url=moto_endpoint)
+    past = {":past": {"N": str(int(time.time()) - 60)}}
+    for sk in ("USER#ghost", f"CONN#{ghost}"):
+        ddb.update_item(
+            TableName=table,
+            Key={"pk": {"S": "CHAN#presence-old"}, "sk": {"S": sk}},
+            UpdateExpression="SET expires_at = :past",
+            ExpressionAttributeValues=past,
+        )
+    info = apigw.get_channel_info("presence-old")
+    assert (info.subscription_count, info.user_count) == (1, 1)
+    assert [u.id for u in apigw.get_channel_users("presence-old")] == ["live"]

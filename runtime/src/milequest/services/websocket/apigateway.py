@@ -54,6 +54,8 @@ SORT_KEY = "sk"
 CONNECTION_INDEX = "by_connection"
 TTL_ATTRIBUTE = "expires_at"
 CONNECTION_ATTRIBUTE = "connection_id"
+# TTL deletion lags expiry (up to days): expired items are ignored when counting.
+_NOT_EXPIRED = "#exp > :now"
 
 
 def table_definition() -> dict[str, Any]:
@@ -92,6 +94,13 @@ def _conn_pk(connection_id: str) -> str:
 
 def _chan_pk(channel: str) -> str:
     return f"CHAN#{channel}"
+
+
+def _http_status(exc: Exception) -> int:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return 0
+    return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
 def frame(event: str, channel: str, data: Any) -> bytes:
@@ -205,7 +214,13 @@ class ApiGatewayWebSocketService(ConnectionService):
     def _members(self, channel: str) -> dict[str, dict[str, Any] | None]:
         items = self._query(
             KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues={":pk": {"S": _chan_pk(channel)}, ":prefix": {"S": "USER#"}},
+            FilterExpression=_NOT_EXPIRED,
+            ExpressionAttributeNames={"#exp": TTL_ATTRIBUTE},
+            ExpressionAttributeValues={
+                ":pk": {"S": _chan_pk(channel)},
+                ":prefix": {"S": "USER#"},
+                ":now": {"N": str(int(time.time()))},
+            },
             ConsistentRead=True,
         )
         members: dict[str, dict[str, Any] | None] = {}
@@ -220,11 +235,15 @@ class ApiGatewayWebSocketService(ConnectionService):
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "FilterExpression": _NOT_EXPIRED,
+            "ExpressionAttributeNames": {"#exp": TTL_ATTRIBUTE},
             "ExpressionAttributeValues": {
                 ":pk": {"S": _chan_pk(channel)},
                 ":prefix": {"S": prefix},
+                ":now": {"N": str(int(time.time()))},
             },
             "Select": "COUNT",
+            "ConsistentRead": True,
         }
         while True:
             page = ddb.query(**kwargs)
@@ -272,6 +291,8 @@ class ApiGatewayWebSocketService(ConnectionService):
             except mgmt.exceptions.GoneException:
                 return delivered, True, errors
             except Exception as exc:
+                if _http_status(exc) == 410:  # a gateway that names no error type
+                    return delivered, True, errors
                 logger.warning("post_to_connection %s failed: %s", connection_id, exc)
                 errors.append(exc)
             else:
