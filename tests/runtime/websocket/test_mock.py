@@ -64,3 +64,22 @@ def test_latency_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
     assert slept == [0.03, 0.03]
     ws.reset()
     assert ws.messages == []
+
+
+def test_pusher_only_webhook_events_parse() -> None:
+    from milequest.services.websocket import webhooks
+
+    ws = _mock()
+    headers, body = webhooks.signed_webhook(
+        "mk",
+        "ms",
+        [
+            {"name": "subscription_count", "channel": "c", "subscription_count": 3},
+            {"name": "cache_miss", "channel": "cache-c"},
+        ],
+    )
+    events = ws.parse_webhook(headers, body)
+    assert [(e.name, e.subscription_count) for e in events] == [
+        ("subscription_count", 3),
+        ("cache_miss", None),
+    ]

@@ -67,7 +67,14 @@ class SubscriptionResult(_Model):
 
 
 WebhookEventName = Literal[
-    "channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event"
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+    # Also sent by Pusher when enabled for the app:
+    "subscription_count",
+    "cache_miss",
 ]
 
 
@@ -82,6 +89,7 @@ class WebhookEvent(_Model):
     event: str | None = None
     data: str | None = None
     socket_id: str | None = None
+    subscription_count: int | None = None
 
 
 class Webhook(_Model):
