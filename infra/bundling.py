@@ -58,8 +58,11 @@ def locked_requirements() -> str:
     export = [_uv(), "export", "--package", "milequest", "--frozen", "--no-dev"]
     for extra in RUNTIME_EXTRAS:
         export += ["--extra", extra]
-    export += ["--no-hashes", "--no-emit-workspace", "--no-header", "-q"]
-    return _run(export)
+    export += ["--no-hashes", "--no-emit-workspace", "--no-header", "--no-annotate", "-q"]
+    with tempfile.TemporaryDirectory(prefix="mq-req-") as tmp:
+        output = Path(tmp) / "requirements.txt"
+        _run([*export, "-o", str(output)])
+        return output.read_text(encoding="utf-8")
 
 
 @functools.cache
@@ -99,7 +102,8 @@ def _uv() -> str:
 
 def _run(args: list[str]) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONH"))}
-    env["UV_NO_PROGRESS"] = "1"
+    env.pop("FORCE_COLOR", None)  # the CDK CLI sets it; keep uv's output plain
+    env.update(UV_NO_PROGRESS="1", NO_COLOR="1")
     proc = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BundlingError(f"{' '.join(args[:3])} failed:\n{proc.stdout}\n{proc.stderr}")

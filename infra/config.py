@@ -14,7 +14,15 @@ from typing import Literal
 
 from aws_cdk import Environment, RemovalPolicy
 from aws_cdk import aws_logs as logs
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    field_validator,
+    model_validator,
+)
 
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
@@ -99,6 +107,8 @@ class EnvironmentConfig(_Model):
     websocket_stage_name: str = Field(default="live", pattern=r"^[A-Za-z0-9_]{1,128}$")
     websocket_throttle: WebSocketThrottle = WebSocketThrottle()
     pusher_cluster: str = "eu"
+    # Where the API Gateway handlers post Pusher-format webhooks (presence, occupancy).
+    websocket_webhook_url: HttpUrl | None = None
     # AWS::ApiGateway::Account is one per account and region: WebSocket stage logging
     # needs its CloudWatch role. Turn off where another stack already manages it.
     manage_apigateway_account_role: bool = True

@@ -210,13 +210,16 @@ class RealtimeStack(Stack):
 
     def runtime_environment(self) -> dict[str, str]:
         """The realtime settings of the runtime in this environment."""
-        return {
+        env = {
             "WEBSOCKET_PROVIDER": self.config.websocket_provider,
             "CONNECTIONS_TABLE": self.table.table_name,
             "APIGW_MANAGEMENT_ENDPOINT": self.callback_url,
             "WEBSOCKET_SECRET_ARN": self.websocket_secret.secret_arn,
             "PUSHER_SECRET_ARN": self.pusher_secret.secret_arn,
         }
+        if self.config.websocket_webhook_url is not None:
+            env["WEBSOCKET_WEBHOOK_URL"] = str(self.config.websocket_webhook_url)
+        return env
 
     def _function(self, construct_id: str, name: str, description: str) -> RuntimeFunction:
         env = self.runtime_environment()

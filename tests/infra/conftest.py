@@ -112,13 +112,14 @@ ZONE_ID = "Z0123456789ABCDEFGHIJ"
 
 @pytest.fixture(scope="session")
 def zoned(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """Staging with a Route 53 zone, an alarm address and the container target enabled."""
+    """Staging with a Route 53 zone, a webhook URL and the container target enabled."""
     from infra.config import ENVIRONMENTS
 
     data = ENVIRONMENTS["staging"].model_dump() | {
         "hosted_zone": {"zone_id": ZONE_ID, "zone_name": "milequest.app"},
         "container": {"enabled": True, "desired_count": 1},
         "manage_apigateway_account_role": False,
+        "websocket_webhook_url": "https://hooks.milequest.app/pusher",
     }
     return synth_variant(
         EnvironmentConfig.model_validate(data), tmp_path_factory.mktemp("cdk-out-zoned")

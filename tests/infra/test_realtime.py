@@ -149,3 +149,16 @@ def test_management_api_access_scoped_to_the_stage(synthesized: Synthesized, env
     for resource in grants:
         assert f'{{"Ref": "{api_id}"}}' in resource
         assert "/live/*/@connections/*" in resource
+
+
+def test_webhook_url_and_shared_account_role_follow_config(
+    synthesized: Synthesized, zoned: Synthesized
+) -> None:
+    template = zoned.template_json("staging", "Realtime")
+    for fn in resources(template, "AWS::Lambda::Function").values():
+        variables = fn["Properties"]["Environment"]["Variables"]
+        assert variables["WEBSOCKET_WEBHOOK_URL"] == "https://hooks.milequest.app/pusher"
+    assert resources(template, "AWS::ApiGateway::Account") == {}
+    default = _realtime(synthesized, "staging")
+    for fn in resources(default, "AWS::Lambda::Function").values():
+        assert "WEBSOCKET_WEBHOOK_URL" not in fn["Properties"]["Environment"]["Variables"]
