@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
+from typing import Any
 
+import boto3
 import httpx
 import pytest
 from milequest.local import LocalStack
@@ -29,7 +32,12 @@ def _sink(stack: LocalStack, to: str) -> list:
 
 
 def _ses(stack: LocalStack, to: str) -> list:
-    return [m for m in stack.aws.sent_emails() if to in str(m["destinations"])]
+    def addresses(destinations: Any) -> list[str]:
+        if isinstance(destinations, dict):
+            return [a for values in destinations.values() for a in values]
+        return list(destinations)
+
+    return [m for m in stack.aws.sent_emails() if to in addresses(m["destinations"])]
 
 
 def test_smtp_provider_delivers_to_the_sink_with_headers_and_both_bodies(
@@ -66,17 +74,32 @@ def test_smtp_provider_delivers_to_the_sink_with_headers_and_both_bodies(
     assert "<b>42</b>" in captured.html
 
 
-def test_a_templated_email_is_rendered_from_the_packaged_template(stack: LocalStack) -> None:
+@pytest.fixture(params=["smtp", "ses"])
+def provider(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each email scenario through the SMTP sink and through the embedded SES."""
+    monkeypatch.setenv("EMAIL_PROVIDER", request.param)
+    return str(request.param)
+
+
+def _captured(stack: LocalStack, provider: str, to: str) -> list[dict[str, Any]]:
+    if provider == "smtp":
+        return [m.describe() for m in _sink(stack, to)]
+    return _ses(stack, to)
+
+
+def test_a_templated_email_is_rendered_from_the_packaged_template(
+    stack: LocalStack, provider: str
+) -> None:
+    to = f"grace-{provider}@runners.example"
     create_email_service().send_templated_email(
-        "welcome", "grace@runners.example", {"name": "Grace <Hopper>", "team": "Night Owls"}
+        "welcome", to, {"name": "Grace <Hopper>", "team": "Night Owls"}
     )
-    (captured,) = _sink(stack, "grace@runners.example")
-    assert captured.subject == "Welcome to Mile Quest, Grace <Hopper>!"
-    assert captured.html is not None
-    assert "Welcome to Mile Quest, Grace &lt;Hopper&gt;!" in captured.html
-    assert "<strong>Night Owls</strong>" in captured.html
-    assert captured.text is not None
-    assert "You have joined Night Owls." in captured.text
+    (captured,) = _captured(stack, provider, to)
+    assert captured["subject"] == "Welcome to Mile Quest, Grace <Hopper>!"
+    assert "Welcome to Mile Quest, Grace &lt;Hopper&gt;!" in captured["html"]
+    assert "<strong>Night Owls</strong>" in captured["html"]
+    assert "You have joined Night Owls." in captured["text"]
+    assert dict(captured["headers"])["From"] == SENDER
 
 
 def test_ses_provider_sends_to_the_embedded_ses(
@@ -116,23 +139,77 @@ def test_ses_provider_sends_to_the_embedded_ses(
     assert mime["html"].strip() == "<p>See the attachment.</p>"
 
 
-def test_a_simulated_bounce_suppresses_the_address_through_the_ses_event_handler(
-    stack: LocalStack,
+@pytest.mark.parametrize("kind", ["bounce", "complaint"])
+def test_simulated_feedback_suppresses_the_address_through_the_ses_event_handler(
+    stack: LocalStack, provider: str, kind: str
 ) -> None:
-    address = "gone@runners.example"
+    address = f"{kind}-{provider}@runners.example"
+    other = f"still-{kind}-{provider}@runners.example"
     with httpx.Client(base_url=stack.urls["console"]) as console:
-        response = console.post("api/simulate", json={"address": address, "kind": "bounce"})
+        response = console.post("api/simulate", json={"address": address, "kind": kind})
         assert response.status_code == 200, response.text
         state = console.get("api/state").json()
-    assert address in [entry.get("email") for entry in state["suppressed"]]
+    listed = {entry.get("email"): entry.get("reason") for entry in state["suppressed"]}
+    assert listed[address] == kind.upper()
 
     service = get_service("email")
     with pytest.raises(EmailError) as refused:
         service.send_email({"to": address, "subject": "Hi", "text": "Anyone there?"})
     assert refused.value.code.value == "SUPPRESSED"
-    mixed = service.send_email(
-        {"to": [address, "still@runners.example"], "subject": "Hi", "text": "Hello"}
-    )
+    mixed = service.send_email({"to": [address, other], "subject": "Hi", "text": "Hello"})
     statuses = {r.address: r.status.value for r in mixed.recipients}
-    assert statuses == {address: "suppressed", "still@runners.example": "sent"}
-    assert _sink(stack, address) == []
+    assert statuses == {address: "suppressed", other: "sent"}
+    assert _captured(stack, provider, address) == []
+    assert len(_captured(stack, provider, other)) == 1
+
+
+def test_the_embedded_ses_keeps_the_account_suppression_list(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMAIL_PROVIDER", "ses")
+    create_email_service().suppress_email("listed@runners.example", "COMPLAINT")
+    ses = boto3.client("sesv2")
+    found = ses.get_suppressed_destination(EmailAddress="listed@runners.example")
+    assert found["SuppressedDestination"]["Reason"] == "COMPLAINT"
+    ses.delete_suppressed_destination(EmailAddress="listed@runners.example")
+    with pytest.raises(ses.exceptions.NotFoundException):
+        ses.get_suppressed_destination(EmailAddress="listed@runners.example")
+
+
+def test_the_embedded_aws_is_provisioned_from_the_runtime_definitions(
+    stack: LocalStack,
+) -> None:
+    from milequest.services.email.templates import load_template_sources
+    from milequest.services.websocket.apigateway import TTL_ATTRIBUTE, table_definition
+
+    table = stack.env["CONNECTIONS_TABLE"]
+    ddb = boto3.client("dynamodb")
+    described = ddb.describe_table(TableName=table)["Table"]
+    definition = table_definition()
+    assert described["KeySchema"] == definition["KeySchema"]
+    assert [i["IndexName"] for i in described["GlobalSecondaryIndexes"]] == [
+        i["IndexName"] for i in definition["GlobalSecondaryIndexes"]
+    ]
+    ttl = ddb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", TTL_ATTRIBUTE)
+
+    ses = boto3.client("sesv2")
+    sources = load_template_sources()
+    assert sources
+    for name, source in sources.items():
+        content = ses.get_email_template(TemplateName=name)["TemplateContent"]
+        assert (content["Subject"], content["Html"], content["Text"]) == (
+            source.subject,
+            source.html,
+            source.text,
+        )
+    identity = ses.get_email_identity(EmailIdentity="milequest.example")
+    assert identity["IdentityType"] == "DOMAIN"
+    assert ses.get_configuration_set(ConfigurationSetName=stack.env["SES_CONFIGURATION_SET"])
+    secret = boto3.client("secretsmanager").get_secret_value(
+        SecretId=stack.provisioning.websocket_secret_arn
+    )
+    assert json.loads(secret["SecretString"]) == {
+        "key": stack.env["WEBSOCKET_APP_KEY"],
+        "secret": stack.env["WEBSOCKET_APP_SECRET"],
+    }

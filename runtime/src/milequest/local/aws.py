@@ -21,6 +21,8 @@ from moto.moto_server.werkzeug_app import (
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
+from .ses_v2 import SesV2Extensions
+
 logger = logging.getLogger("milequest.local.aws")
 
 MOTO_ACCOUNT_ID = "123456789012"  # moto's default account: its backends are keyed by it
@@ -34,7 +36,7 @@ class EmbeddedMotoServer(ThreadedMotoServer):
     """
 
     def start(self) -> None:
-        app = DomainDispatcherApplication(create_backend_app)
+        app = SesV2Extensions(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(
             self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
         )
@@ -136,7 +138,6 @@ class EmbeddedAws:
                 )
                 report.created.append(f"ses template {name}")
             except ClientError as exc:
-                # moto's sesv2 has no templates; the runtime renders the same files itself.
                 report.unsupported.append(f"ses template {name} ({_code(exc)})")
 
         secrets = boto3.client("secretsmanager", **self.client_options())
