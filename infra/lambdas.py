@@ -10,11 +10,12 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
+from milequest.services.metrics import DEFAULT_NAMESPACE as METRICS_NAMESPACE
 
 from .bundling import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, runtime_code
 from .config import EnvironmentConfig
 
-METRICS_NAMESPACE = "MileQuest"
+__all__ = ["METRICS_NAMESPACE", "RuntimeFunction"]
 
 
 class RuntimeFunction(Construct):
@@ -38,7 +39,6 @@ class RuntimeFunction(Construct):
         timeout: Duration | None = None,
         memory_size: int = 512,
         dead_letter_queue: sqs.IQueue | None = None,
-        reserved_concurrency: bool = True,
     ) -> None:
         super().__init__(scope, construct_id)
         self.log_group = logs.LogGroup(
@@ -83,9 +83,7 @@ class RuntimeFunction(Construct):
             logging_format=lambda_.LoggingFormat.JSON,
             application_log_level_v2=_application_level(config.log_level),
             system_log_level_v2=lambda_.SystemLogLevel.WARN,
-            reserved_concurrent_executions=(
-                config.reserved_concurrency if reserved_concurrency else None
-            ),
+            reserved_concurrent_executions=config.reserved_concurrency,
             dead_letter_queue=dead_letter_queue,
         )
 
