@@ -434,3 +434,27 @@ def test_stubbed_verify_domain_existing_identity(stubbed: tuple[SesEmailService,
         "tok1._domainkey.walkers.example",
         "tok1.dkim.amazonses.com",
     )
+
+
+def test_local_template_mode_sends_rendered_content(moto_ses: Any) -> None:
+    # moto has no SES templates: "local" mode renders here and sends plain content.
+    _, backend = moto_ses
+    service = create_email_service("ses", ses_template_mode="local")
+    service.send_templated_email("welcome", "user@example.com", {"name": "John Doe"})
+    sent = backend.sent_messages[-1]
+    assert sent.subject == "Welcome to Mile Quest, John Doe!"
+    assert "<h1>Welcome to Mile Quest, John Doe!</h1>" in sent.body
+
+
+def test_local_template_mode_in_bulk(ses_server: SesServer) -> None:
+    service = create_email_service("ses", ses_template_mode="local")
+    result = service.send_bulk_emails(
+        [
+            {"to": f"{n}@example.com", "template": "welcome", "template_data": {"name": n}}
+            for n in ("ann", "bo")
+        ]
+    )
+    assert result.succeeded == 2
+    contents = sorted(s["Template"]["TemplateContent"]["Subject"] for s in ses_server.state.sent)
+    assert contents == ["Welcome to Mile Quest, ann!", "Welcome to Mile Quest, bo!"]
+    assert all("TemplateName" not in s["Template"] for s in ses_server.state.sent)

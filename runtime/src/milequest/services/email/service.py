@@ -73,7 +73,7 @@ class EmailService(BaseService):
 
     bulk_batch_size: ClassVar[int] = 50
     """Messages per provider call in bulk sends (SES ``SendBulkEmail`` takes 50 entries)."""
-    renders_locally: ClassVar[bool] = True
+    renders_locally: bool = True
     """Whether templated messages are rendered here (False: the provider renders them)."""
     supports_domain_verification: ClassVar[bool] = True
 

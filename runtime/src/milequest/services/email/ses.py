@@ -127,7 +127,6 @@ class SesEmailService(EmailService):
     """Sends through Amazon SES v2: ``SendEmail``, ``SendBulkEmail``, templates, suppression."""
 
     provider_name: ClassVar[str] = "ses"
-    renders_locally: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -137,6 +136,7 @@ class SesEmailService(EmailService):
         client: SESV2Client | None = None,
     ) -> None:
         super().__init__(settings, metrics=metrics)
+        self.renders_locally = settings.ses_template_mode == "local"
         self.client: SESV2Client = client or create_sesv2_client(settings)
         self._limiter: RateLimiter | None = None
         self._limiter_stamp = float("-inf")
@@ -151,11 +151,16 @@ class SesEmailService(EmailService):
     def _render(self, message: EmailMessage) -> RenderedEmail | None:
         # SES renders by template name; a packaged template is rendered here first so that
         # missing data fails now (TEMPLATE_RENDER_FAILED) instead of as a later SES event.
+        # In "local" template mode the rendered content is what gets sent.
         from .templates import template_names
 
-        if message.template in template_names():
+        if self.renders_locally or message.template in template_names():
             return super()._render(message)
         return None
+
+    def _by_template(self, message: EmailMessage) -> bool:
+        """Whether SES renders this message from a deployed template (else: literal content)."""
+        return message.template is not None and not self.renders_locally
 
     def _check_before_send(self, message: EmailMessage) -> None:
         if not self.settings.ses_sandbox:
@@ -200,7 +205,8 @@ class SesEmailService(EmailService):
         if message.tags:
             args["EmailTags"] = [{"Name": k, "Value": v} for k, v in message.tags.items()]
         headers = [{"Name": k, "Value": v} for k, v in message.headers.items()]
-        if message.template is not None:
+        if self._by_template(message):
+            assert message.template is not None
             template: dict[str, Any] = {
                 "TemplateName": self.settings.ses_template_prefix + message.template,
                 "TemplateData": json.dumps(message.template_data),
@@ -248,7 +254,7 @@ class SesEmailService(EmailService):
     def _batch_key(self, message: EmailMessage) -> Hashable | None:
         if message.attachments:
             return None
-        if message.template is not None:
+        if self._by_template(message):
             content: tuple[Any, ...] = ("template", message.template)
         else:
             parts = (message.subject or "", message.html or "", message.text or "")
@@ -272,8 +278,8 @@ class SesEmailService(EmailService):
         if first.tags:
             args["DefaultEmailTags"] = [{"Name": k, "Value": v} for k, v in first.tags.items()]
         template: dict[str, Any] = {"TemplateData": "{}"}
-        if first.template is not None:
-            template["TemplateName"] = self.settings.ses_template_prefix + first.template
+        if self._by_template(first):
+            template["TemplateName"] = self.settings.ses_template_prefix + str(first.template)
         else:
             content = {"Subject": first.subject or ""}
             if first.html:
@@ -330,7 +336,7 @@ class SesEmailService(EmailService):
             if values
         }
         entry: dict[str, Any] = {"Destination": destination}
-        if message.template is not None:
+        if self._by_template(message):
             entry["ReplacementEmailContent"] = {
                 "ReplacementTemplate": {
                     "ReplacementTemplateData": json.dumps(message.template_data)

@@ -26,6 +26,9 @@ class EmailSettings(ServiceSettings):
     ses_sandbox: bool = Field(False, description="Refuse unverified recipients before SES")
     ses_configuration_set: str | None = Field(None, description="Configuration set for sends")
     ses_template_prefix: str = Field("", description="Prefix of the deployed SES template names")
+    ses_template_mode: Literal["ses", "local"] = Field(
+        "ses", description="ses: SES renders deployed templates; local: render here, send content"
+    )
     ses_retry_mode: Literal["standard", "adaptive"] = "standard"
     ses_max_attempts: int = Field(5, ge=1, le=20)
     ses_max_connections: int = Field(10, ge=1, le=100, description="HTTP pool and send threads")
