@@ -372,3 +372,20 @@ def test_expired_records_are_not_counted(
     info = apigw.get_channel_info("presence-old")
     assert (info.subscription_count, info.user_count) == (1, 1)
     assert [u.id for u in apigw.get_channel_users("presence-old")] == ["live"]
+
+
+def test_concurrent_joins_of_one_user_announce_once(
+    apigw: ApiGatewayWebSocketService, connections: ConnectionsState
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    watcher = _join(apigw, "presence-race", "watcher")
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        tabs = list(pool.map(lambda _: _join(apigw, "presence-race", "racer"), range(6)))
+    added = [f for f in connections.frames(watcher) if f["event"] == "member_added"]
+    assert [f["data"]["user_id"] for f in added] == ["racer"]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(apigw.disconnect, tabs))
+    removed = [f for f in connections.frames(watcher) if f["event"] == "member_removed"]
+    assert [f["data"]["user_id"] for f in removed] == ["racer"]
+    assert apigw.get_channel_info("presence-race").user_count == 1
