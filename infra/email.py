@@ -230,6 +230,8 @@ class EmailStack(Stack):
             timeout=Duration.seconds(30),
             dead_letter_queue=self.dead_letter_queue,
         )
+        # Lambda sends failed asynchronous invocations to the KMS-encrypted DLQ as the role.
+        self.key.grant(handler.role, "kms:GenerateDataKey", "kms:Decrypt")
         handler.role.add_to_policy(
             iam.PolicyStatement(
                 sid="SuppressionList",

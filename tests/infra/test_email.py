@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -155,6 +156,22 @@ def test_event_handler_subscribed_with_dead_letter_queue(
     fn = functions[fn_id]["Properties"]
     assert fn["Handler"] == "milequest.handlers.ses_events.handler"
     assert fn["DeadLetterConfig"]["TargetArn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+    # The queue is KMS-encrypted: sending to it needs the key as well as sqs:SendMessage.
+    role_id = fn["Role"]["Fn::GetAtt"][0]
+    (policy,) = [
+        p["Properties"]["PolicyDocument"]["Statement"]
+        for p in resources(template, "AWS::IAM::Policy").values()
+        if {"Ref": role_id} in p["Properties"]["Roles"]
+    ]
+    granted = {
+        (action, json.dumps(s["Resource"]))
+        for s in policy
+        for action in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    }
+    key_arn = json.dumps(queue["KmsMasterKeyId"])
+    assert ("sqs:SendMessage", json.dumps({"Fn::GetAtt": [queue_id, "Arn"]})) in granted
+    assert ("kms:GenerateDataKey", key_arn) in granted
+    assert ("kms:Decrypt", key_arn) in granted
     subs = resources(template, "AWS::SNS::Subscription")
     assert len(subs) == len(EVENT_TYPES)
     for sub in subs.values():
