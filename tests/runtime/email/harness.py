@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage as MimeMessage
@@ -58,14 +59,14 @@ def from_mime(raw: bytes, envelope: list[str] | None = None) -> Delivered:
     )
 
 
-class Harness:
+class Harness(ABC):
     """A provider under test plus the means to see what it delivered."""
 
     name: str
     service: EmailService
 
-    def delivered(self) -> list[Delivered]:
-        raise NotImplementedError
+    @abstractmethod
+    def delivered(self) -> list[Delivered]: ...
 
     def bulk_calls(self) -> int | None:
         """Provider calls made for bulk sends, where the provider groups messages."""

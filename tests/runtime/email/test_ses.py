@@ -458,3 +458,21 @@ def test_local_template_mode_in_bulk(ses_server: SesServer) -> None:
     contents = sorted(s["Template"]["TemplateContent"]["Subject"] for s in ses_server.state.sent)
     assert contents == ["Welcome to Mile Quest, ann!", "Welcome to Mile Quest, bo!"]
     assert all("TemplateName" not in s["Template"] for s in ses_server.state.sent)
+
+
+def test_seed_usage_as_written(ses_server: SesServer) -> None:
+    _deploy(ses_server)
+    email_service = create_email_service()  # EMAIL_PROVIDER unset: ses
+    email_service.send_email(
+        {
+            "to": "user@example.com",
+            "subject": "Welcome to Mile Quest",
+            "html": "<h1>Welcome!</h1>",
+            "text": "Welcome!",
+        }
+    )
+    email_service.send_templated_email("welcome", "user@example.com", {"name": "John Doe"})
+    first, second = ses_server.state.sent
+    assert first["Content"]["Simple"]["Subject"]["Data"] == "Welcome to Mile Quest"
+    assert second["Content"]["Template"]["TemplateName"] == "welcome"
+    assert json.loads(second["Content"]["Template"]["TemplateData"]) == {"name": "John Doe"}
