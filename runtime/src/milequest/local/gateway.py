@@ -39,6 +39,7 @@ logger = logging.getLogger("milequest.local.gateway")
 MAX_MESSAGE_BYTES = 128 * 1024  # API Gateway's WebSocket message payload limit
 DEFAULT_IDLE_TIMEOUT = 600.0  # API Gateway closes connections idle for 10 minutes
 DEFAULT_MAX_LIFETIME = 7200.0  # ... and any connection after 2 hours
+HANDSHAKE_TIMEOUT = 30.0
 
 
 class ConnectionGoneError(Exception):
@@ -190,7 +191,7 @@ class WebSocketGateway:
             close_timeout=2,
             # The authorizer and $connect run inside the handshake; API Gateway gives
             # integrations 29 s, so the handshake may take that long under load.
-            open_timeout=30,
+            open_timeout=HANDSHAKE_TIMEOUT,
             server_header="local-apigateway",
             compression=None,  # API Gateway negotiates no permessage-deflate
         )
@@ -430,6 +431,11 @@ class WebSocketGateway:
         while True:
             await asyncio.sleep(interval)
             now = time.time()
+            # A handshake accepted by $connect whose client vanished before the upgrade
+            # completed never reaches the handler; forget it (its record expires by TTL).
+            for websocket, pending in list(self._pending.items()):
+                if now - pending.connected_at > HANDSHAKE_TIMEOUT + 5:
+                    self._pending.pop(websocket, None)
             for conn in list(self.connections.values()):
                 idle = now - conn.last_active > self.config.idle_timeout
                 expired = now - conn.connected_at > self.config.max_lifetime
