@@ -151,6 +151,9 @@ class ApiGatewayWebSocketService(ConnectionService):
     # -- clients -----------------------------------------------------------------------------
 
     def _clients(self) -> tuple[DynamoDBClient, ApiGatewayManagementApiClient]:
+        ddb, mgmt = self._ddb, self._mgmt
+        if ddb is not None and mgmt is not None:  # every post comes here: no lock once made
+            return ddb, mgmt
         with self._lock:
             if self._ddb is None or self._mgmt is None:
                 import boto3
