@@ -109,7 +109,8 @@ def bulk_calls(service: Any, server: Any) -> None:
     result = service.send_bulk_emails(_messages(10_000))
     calls = server.state.count("POST", "/v2/email/outbound-bulk-emails") - before
     verdict = "OK" if calls == 200 and result.succeeded == 10_000 else "FAIL"
-    print(f"(a) 10,000 recipients: {calls} SendBulkEmail calls, {result.succeeded} sent [{verdict}]")
+    sent = result.succeeded
+    print(f"(a) 10,000 recipients: {calls} SendBulkEmail calls, {sent} sent [{verdict}]")
 
 
 def _peak(fn: Any) -> tuple[float, float]:
@@ -153,6 +154,7 @@ def main() -> None:
         if name.startswith(("EMAIL_", "SES_", "SMTP_")):
             del os.environ[name]
     from milequest.services.email import create_email_service
+
     from tests.runtime.email.ses_server import SesServer
 
     server = SesServer().start()
