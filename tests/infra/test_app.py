@@ -9,10 +9,10 @@ import pytest
 from aws_cdk import App, Stack, Stage
 from aws_cdk import aws_sns as sns
 
-from infra.config import ENVIRONMENTS
+from infra.config import ENVIRONMENTS, EnvironmentConfig
 from infra.nag import add_checks
 
-from .conftest import REPO_ROOT, SYNTH_REGION, Synthesized
+from .conftest import REPO_ROOT, SYNTH_REGION, Synthesized, synth_variant
 
 ENVS = ("dev", "staging", "prod")
 
@@ -91,3 +91,31 @@ def test_cdk_json_runs_the_app_with_recommended_flags() -> None:
         "@aws-cdk/core:enablePartitionLiterals",
     ):
         assert context[flag] is True
+
+
+def _nag_conclusion(synthesized: Synthesized) -> tuple[str, list[object]]:
+    (plugin,) = synthesized.validation_report()["pluginReports"]
+    return plugin["conclusion"], plugin["violations"]
+
+
+def test_pinned_account_and_region_synthesize_clean(synth_env: None, tmp_path: Path) -> None:
+    """Acknowledged findings name literal ARNs when the account and region are pinned."""
+    data = ENVIRONMENTS["prod"].model_dump() | {"account": "111122223333", "region": "us-west-2"}
+    result = synth_variant(EnvironmentConfig.model_validate(data), tmp_path)
+    assert _nag_conclusion(result) == ("success", [])
+    artifacts = result.stages["prod"].synth().stacks
+    assert {(a.environment.account, a.environment.region) for a in artifacts} == {
+        ("111122223333", "us-west-2")
+    }
+
+
+def test_environment_agnostic_synth_without_region(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With no CDK_DEFAULT_* at all, the serverless stacks still synthesize, nag-clean."""
+    monkeypatch.delenv("CDK_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("CDK_DEFAULT_ACCOUNT", raising=False)
+    result = synth_variant(ENVIRONMENTS["dev"], tmp_path)
+    assert _nag_conclusion(result) == ("success", [])
+    artifacts = result.stages["dev"].synth().stacks
+    assert {a.environment.region for a in artifacts} == {"unknown-region"}
