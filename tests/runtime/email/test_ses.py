@@ -397,6 +397,12 @@ def test_stubbed_bulk_request_shape(stubbed: tuple[SesEmailService, Stubber]) ->
         ("LimitExceededException", "Daily message quota exceeded", EmailErrorCode.QUOTA_EXCEEDED),
         ("AccessDeniedException", "no ses:SendEmail", EmailErrorCode.CONFIGURATION),
         ("InternalFailure", "oops", EmailErrorCode.PROVIDER_UNAVAILABLE),
+        (
+            "NotFoundException",
+            "Configuration set <x> does not exist.",
+            EmailErrorCode.CONFIGURATION,
+        ),
+        ("BadRequestException", "Invalid header value", EmailErrorCode.INVALID_MESSAGE),
     ],
 )
 def test_stubbed_errors_are_mapped(

@@ -516,6 +516,8 @@ class SesEmailService(EmailService):
             return self._error("SENDING_PAUSED", text, cause=exc)
         if code == "LimitExceededException":
             return self._error("QUOTA_EXCEEDED", text, cause=exc)
+        if "configuration set" in lowered and code in ("NotFoundException", "BadRequestException"):
+            return self._error("CONFIGURATION", f"SES_CONFIGURATION_SET: {text}", cause=exc)
         if "template" in lowered and (code == "NotFoundException" or "not exist" in lowered):
             return self._error("TEMPLATE_NOT_FOUND", text, cause=exc)
         if code == "NotFoundException":
