@@ -389,3 +389,19 @@ def test_concurrent_joins_of_one_user_announce_once(
     removed = [f for f in connections.frames(watcher) if f["event"] == "member_removed"]
     assert [f["data"]["user_id"] for f in removed] == ["racer"]
     assert apigw.get_channel_info("presence-race").user_count == 1
+
+
+def test_many_gone_presence_members_are_cleaned_up(
+    apigw: ApiGatewayWebSocketService, connections: ConnectionsState
+) -> None:
+    watcher = _join(apigw, "presence-big", "watcher")
+    dead = [_join(apigw, "presence-big", f"user-{i}") for i in range(10)]
+    connections.gone.update(dead)
+    result = apigw.trigger("presence-big", "ev", {})
+    assert (result.delivered, result.gone) == (1, 10)
+    removed = sorted(
+        f["data"]["user_id"] for f in connections.frames(watcher) if f["event"] == "member_removed"
+    )
+    assert removed == sorted(f"user-{i}" for i in range(10))
+    info = apigw.get_channel_info("presence-big")
+    assert (info.subscription_count, info.user_count) == (1, 1)

@@ -147,6 +147,7 @@ class ApiGatewayWebSocketService(ConnectionService):
         self._ddb: DynamoDBClient | None = None
         self._mgmt: ApiGatewayManagementApiClient | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._cleanup_pool: ThreadPoolExecutor | None = None
 
     # -- clients -----------------------------------------------------------------------------
 
@@ -188,12 +189,23 @@ class ApiGatewayWebSocketService(ConnectionService):
                 )
             return self._pool
 
-    def close(self) -> None:
-        """Stop the fan-out threads (the service is unusable afterwards)."""
+    def _cleaner(self) -> ThreadPoolExecutor:
+        # Separate from the fan-out pool: a cleanup may fan out presence notices on that
+        # pool, and waiting on a pool from inside it could deadlock.
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+            if self._cleanup_pool is None:
+                self._cleanup_pool = ThreadPoolExecutor(
+                    max_workers=min(8, self.concurrency), thread_name_prefix="ws-cleanup"
+                )
+            return self._cleanup_pool
+
+    def close(self) -> None:
+        """Stop the worker threads (they start again if the service is used)."""
+        with self._lock:
+            pools, self._pool, self._cleanup_pool = (self._pool, self._cleanup_pool), None, None
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown(wait=True)
 
     # -- table access ------------------------------------------------------------------------
 
@@ -329,8 +341,10 @@ class ApiGatewayWebSocketService(ConnectionService):
         self, targets: list[tuple[str, bytes]], excluded: int, channels: list[str]
     ) -> TriggerResult:
         delivered, gone, failed = self._fanout(targets)
-        if gone:
+        if len(gone) == 1:
             self._forget(gone)
+        elif gone:
+            list(self._cleaner().map(lambda cid: self._forget([cid]), gone))
         self.record_metric("Deliveries", delivered)
         self.record_metric("GoneConnections", len(gone))
         return TriggerResult(
