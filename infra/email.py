@@ -66,7 +66,6 @@ class EmailStack(Stack):
             tls_policy=ses.ConfigurationSetTlsPolicy.REQUIRE,
             sending_enabled=True,
         )
-        self.configuration_set_name = config.resource_prefix
         self.zone = (
             route53.PublicHostedZone.from_hosted_zone_attributes(
                 self,

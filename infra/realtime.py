@@ -328,7 +328,6 @@ class RealtimeStack(Stack):
             "AmazonAPIGatewayPushToCloudWatchLogs",
         )
         account = apigw_v1.CfnAccount(self, "ApiGatewayAccount", cloud_watch_role_arn=role.role_arn)
-        account.node.add_dependency(role)
         return account
 
     def _grants(self) -> None:
@@ -337,7 +336,7 @@ class RealtimeStack(Stack):
             self.websocket_secret.grant_read(handler.role)
             self.table.grant_read_write_data(handler.role)
             self.stage.grant_management_api_access(handler.role)
-            acknowledge(handler.role, "IAM5", PUBLISH_WILDCARDS, *self.publish_findings())
+            acknowledge(handler.role, "IAM5", PUBLISH_WILDCARDS, *self._publish_findings())
 
     def _publisher_policy(self) -> iam.ManagedPolicy:
         """What an application triggering events through this API may do (nothing more)."""
@@ -380,11 +379,11 @@ class RealtimeStack(Stack):
                 ),
             ],
         )
-        acknowledge(policy, "IAM5", PUBLISH_WILDCARDS, *self.publish_findings())
+        acknowledge(policy, "IAM5", PUBLISH_WILDCARDS, *self._publish_findings())
         return policy
 
-    def publish_findings(self) -> tuple[str, str]:
-        """The IAM5 findings ``grant_publish`` produces (index and @connections wildcards)."""
+    def _publish_findings(self) -> tuple[str, str]:
+        """The IAM5 findings of publishing (table index and @connections wildcards)."""
         return (
             f"Resource::<{self.get_logical_id(self._table_cfn())}.Arn>/index/*",
             f"Resource::{arn_prefix(self, 'execute-api')}:"
