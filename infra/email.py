@@ -104,6 +104,27 @@ class EmailStack(Stack):
         self.event_handler = self._event_handler()
         self.template_names = self._templates()
         self.sender_policy = self._sender_policy()
+        self._outputs()
+
+    def _outputs(self) -> None:
+        for name, value, description in (
+            (
+                "ConfigurationSetName",
+                self.configuration_set.configuration_set_name,
+                "SES_CONFIGURATION_SET for applications",
+            ),
+            (
+                "SenderPolicyArn",
+                self.sender_policy.managed_policy_arn,
+                "Attach to an application role that sends this environment's mail",
+            ),
+            (
+                "EventsDeadLetterQueueUrl",
+                self.dead_letter_queue.queue_url,
+                "SES events that could not be processed",
+            ),
+        ):
+            CfnOutput(self, name, value=value, description=description)
 
     # DNS ------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_cdk import Duration, SecretValue, Stack
+from aws_cdk import CfnOutput, Duration, SecretValue, Stack
 from aws_cdk import aws_apigateway as apigw_v1
 from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
@@ -125,6 +125,22 @@ class RealtimeStack(Stack):
         self.stage = self._stage()
         self._grants()
         self.publisher_policy = self._publisher_policy()
+        self._outputs()
+
+    def _outputs(self) -> None:
+        for name, value, description in (
+            ("WebSocketUrl", self.stage.url, "Clients connect here with ?token=<token>"),
+            ("ManagementEndpoint", self.callback_url, "APIGW_MANAGEMENT_ENDPOINT"),
+            ("ConnectionsTableName", self.table.table_name, "CONNECTIONS_TABLE"),
+            ("WebSocketSecretArn", self.websocket_secret.secret_arn, "WEBSOCKET_SECRET_ARN"),
+            ("PusherSecretArn", self.pusher_secret.secret_arn, "PUSHER_SECRET_ARN"),
+            (
+                "PublisherPolicyArn",
+                self.publisher_policy.managed_policy_arn,
+                "Attach to an application role that publishes realtime events",
+            ),
+        ):
+            CfnOutput(self, name, value=value, description=description)
 
     # Data ------------------------------------------------------------------------------
 

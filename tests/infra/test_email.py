@@ -194,3 +194,14 @@ def test_templates_are_the_runtime_files(synthesized: Synthesized, env: str) -> 
         assert deployed[name]["SubjectPart"] == source.subject
         assert deployed[name]["HtmlPart"] == source.html
         assert deployed[name]["TextPart"] == source.text
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_outputs_for_operators(synthesized: Synthesized, env: str) -> None:
+    template = _email(synthesized, env)
+    outputs = template["Outputs"]
+    (policy_id,) = resources(template, "AWS::IAM::ManagedPolicy")
+    assert outputs["SenderPolicyArn"]["Value"] == {"Ref": policy_id}
+    (config_set_id,) = resources(template, "AWS::SES::ConfigurationSet")
+    assert outputs["ConfigurationSetName"]["Value"] == {"Ref": config_set_id}
+    assert "EventsDeadLetterQueueUrl" in outputs

@@ -162,3 +162,19 @@ def test_webhook_url_and_shared_account_role_follow_config(
     default = _realtime(synthesized, "staging")
     for fn in resources(default, "AWS::Lambda::Function").values():
         assert "WEBSOCKET_WEBHOOK_URL" not in fn["Properties"]["Environment"]["Variables"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_outputs_for_operators(synthesized: Synthesized, env: str) -> None:
+    outputs = _realtime(synthesized, env)["Outputs"]
+    assert {
+        "WebSocketUrl",
+        "ManagementEndpoint",
+        "ConnectionsTableName",
+        "WebSocketSecretArn",
+        "PusherSecretArn",
+        "PublisherPolicyArn",
+    } <= set(outputs)
+    url = json.dumps(outputs["WebSocketUrl"]["Value"])
+    assert url.startswith('{"Fn::Join": ["", ["wss://"')
+    assert url.endswith('/live"]]}')
