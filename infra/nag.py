@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, App, Stack, Token, Validations
+from aws_cdk import Acknowledgment, App, Stack, Stage, Token, Validations
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
@@ -22,6 +22,8 @@ def acknowledge(construct: IConstruct, rule: str, reason: str, *findings: str) -
     """
     if len(reason) < 20:
         raise ValueError("an acknowledgement needs a written reason")
+    if Stack.is_stack(construct) or Stage.is_stage(construct):
+        raise ValueError("acknowledge findings on the construct concerned, never stack-wide")
     ids = [f"{PACK}-{rule}[{finding}]" for finding in findings] or [f"{PACK}-{rule}"]
     Validations.of(construct).acknowledge(
         *(Acknowledgment(id=f"{PACK}::{rule_id}", reason=reason) for rule_id in ids)

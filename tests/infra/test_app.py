@@ -10,7 +10,7 @@ from aws_cdk import App, Stack, Stage
 from aws_cdk import aws_sns as sns
 
 from infra.config import ENVIRONMENTS, EnvironmentConfig
-from infra.nag import add_checks
+from infra.nag import acknowledge, add_checks
 
 from .conftest import REPO_ROOT, SYNTH_REGION, Synthesized, synth_variant
 
@@ -79,6 +79,15 @@ def test_a_finding_fails_synth(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="ValidationFailed") as failure:
         app.synth()
     assert "AwsSolutions-SNS3" in str(failure.value)
+
+
+def test_acknowledgements_need_a_reason_and_a_construct() -> None:
+    stack = Stack(Stage(App(), "dev"), "Probe")
+    topic = sns.Topic(stack, "Topic")
+    with pytest.raises(ValueError, match="reason"):
+        acknowledge(topic, "SNS3", "because")
+    with pytest.raises(ValueError, match="never stack-wide"):
+        acknowledge(stack, "SNS3", "a long enough reason that is still refused")
 
 
 def test_cdk_json_runs_the_app_with_recommended_flags() -> None:
