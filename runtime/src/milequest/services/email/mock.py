@@ -25,6 +25,7 @@ from .service import Delivery, EmailService, Outgoing
 from .suppression import LocalSuppressionList
 
 if TYPE_CHECKING:
+    from milequest.services.health import HealthState
     from milequest.services.metrics import MetricsSink
 
     from .models import EmailMessage
@@ -221,7 +222,7 @@ class MockEmailService(EmailService):
     def _verified_emails(self) -> list[str]:
         return sorted(self.verified_emails)
 
-    def _probe(self) -> tuple[Any, dict[str, Any]]:
+    def _probe(self) -> tuple[HealthState, dict[str, Any]]:
         from milequest.services.health import HealthState
 
         return HealthState.HEALTHY, {"outbox": len(self.outbox)}
