@@ -33,6 +33,8 @@ class _Result:
 
 
 class RecipientStatus(StrEnum):
+    """What happened to one recipient of a sent message."""
+
     SENT = "sent"
     SUPPRESSED = "suppressed"
     REJECTED = "rejected"
@@ -40,6 +42,8 @@ class RecipientStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RecipientResult(_Result):
+    """One recipient's status, with the provider's reason when it was not sent."""
+
     address: str
     status: RecipientStatus
     reason: str | None = None
@@ -111,6 +115,8 @@ class BulkSendResult(_Result):
 
 
 class ValidationReason(StrEnum):
+    """Why :meth:`EmailService.validate_email` judged an address as it did."""
+
     OK = "ok"
     INVALID_SYNTAX = "invalid_syntax"
     SUPPRESSED = "suppressed"
@@ -128,18 +134,24 @@ class EmailValidation(_Result):
 
 
 class SuppressionReason(StrEnum):
+    """Why an address is suppressed (SES's reasons)."""
+
     BOUNCE = "BOUNCE"
     COMPLAINT = "COMPLAINT"
 
 
 @dataclass(frozen=True, slots=True)
 class SuppressedEmail(_Result):
+    """An entry of the suppression list."""
+
     address: str
     reason: SuppressionReason
     last_update: datetime
 
 
 class VerificationStatus(StrEnum):
+    """A sending identity's verification state."""
+
     PENDING = "pending"
     VERIFIED = "verified"
     FAILED = "failed"
@@ -149,6 +161,8 @@ class VerificationStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class DnsRecord(_Result):
+    """A DNS record a domain owner must publish."""
+
     type: str
     name: str
     value: str
