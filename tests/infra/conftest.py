@@ -20,9 +20,24 @@ from aws_cdk import App, Stack, Stage  # noqa: E402
 from aws_cdk.assertions import Template  # noqa: E402
 
 from infra.config import EnvironmentConfig  # noqa: E402
+from infra.nag import FAIL_ON_FINDINGS  # noqa: E402
 from infra.stage import MileQuestStage, build_app  # noqa: E402
 
 SKIP_BUNDLING = {"aws:cdk:bundling-stacks": []}
+
+
+def cdk_context(**extra: Any) -> dict[str, Any]:
+    """cdk.json's context (the feature flags the CLI passes) plus ``extra``."""
+    flags: dict[str, Any] = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+    return {**flags, **extra}
+
+
+def new_app(outdir: Path, *, bundling: bool = False) -> App:
+    """An App configured as under the CLI: cdk.json flags, nag findings fail synth."""
+    context = cdk_context() if bundling else cdk_context(**SKIP_BUNDLING)
+    return App(context=context, outdir=str(outdir), post_cli_context=FAIL_ON_FINDINGS)
+
+
 # What the CDK CLI provides without credentials: a region, no account.
 SYNTH_REGION = "eu-west-1"
 
@@ -76,7 +91,7 @@ def synth_env() -> Iterator[None]:
 def synthesized(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """The whole app (every environment, cdk-nag included), synthesized once."""
     outdir = tmp_path_factory.mktemp("cdk-out")
-    app = App(context=SKIP_BUNDLING, outdir=str(outdir))
+    app = new_app(outdir)
     stages = {stage.config.name: stage for stage in build_app(app)}
     app.synth()
     return Synthesized(app=app, stages=stages, outdir=outdir)
@@ -84,7 +99,7 @@ def synthesized(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> Sy
 
 def synth_variant(config: EnvironmentConfig, outdir: Path) -> Synthesized:
     """A one-environment app for a config variant, cdk-nag included."""
-    app = App(context=SKIP_BUNDLING, outdir=str(outdir))
+    app = new_app(outdir)
     stages = {stage.config.name: stage for stage in build_app(app, [config])}
     app.synth()
     return Synthesized(app=app, stages=stages, outdir=outdir)

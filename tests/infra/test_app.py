@@ -10,9 +10,9 @@ from aws_cdk import App, Stack, Stage
 from aws_cdk import aws_sns as sns
 
 from infra.config import ENVIRONMENTS, EnvironmentConfig
-from infra.nag import acknowledge, add_checks
+from infra.nag import acknowledge, add_checks, unacknowledged_findings
 
-from .conftest import REPO_ROOT, SYNTH_REGION, Synthesized, synth_variant
+from .conftest import REPO_ROOT, SYNTH_REGION, Synthesized, new_app, synth_variant
 
 ENVS = ("dev", "staging", "prod")
 
@@ -73,7 +73,7 @@ def test_wildcard_resource_acknowledgements_are_for_known_actions(
 
 def test_a_finding_fails_synth(tmp_path: Path) -> None:
     """The checks are wired as a validation plugin: an unacknowledged finding fails synth."""
-    app = App(outdir=str(tmp_path))
+    app = new_app(tmp_path)
     sns.Topic(Stack(Stage(app, "dev"), "Probe"), "Plain")
     add_checks(app)
     with pytest.raises(RuntimeError, match="ValidationFailed") as failure:
@@ -88,6 +88,24 @@ def test_acknowledgements_need_a_reason_and_a_construct() -> None:
         acknowledge(topic, "SNS3", "because")
     with pytest.raises(ValueError, match="never stack-wide"):
         acknowledge(stack, "SNS3", "a long enough reason that is still refused")
+
+
+def test_unacknowledged_findings_read_from_the_report(tmp_path: Path) -> None:
+    assert unacknowledged_findings(tmp_path) == []
+    report = {
+        "pluginReports": [
+            {
+                "violations": [
+                    {
+                        "ruleName": "AwsSolutions-SNS3",
+                        "violatingConstructs": [{"constructPath": "dev/Probe/Plain/Resource"}],
+                    }
+                ]
+            }
+        ]
+    }
+    (tmp_path / "validation-report.json").write_text(json.dumps(report))
+    assert unacknowledged_findings(tmp_path) == ["AwsSolutions-SNS3 at dev/Probe/Plain/Resource"]
 
 
 def test_cdk_json_runs_the_app_with_recommended_flags() -> None:

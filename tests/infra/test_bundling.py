@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from aws_cdk import App, Stack
+from aws_cdk import Stack
 
 from infra import bundling
 from infra.config import ENVIRONMENTS
 from infra.lambdas import RuntimeFunction
+
+from .conftest import new_app
 
 _ELF_HEADER = b"\x7fELF\x02\x01\x01" + b"\0" * 11
 
@@ -81,7 +83,7 @@ def test_real_bundle_holds_runtime_and_arm64_wheels(
 ) -> None:
     """Bundles for real (wheels from PyPI) through the CDK asset pipeline, no Docker."""
     monkeypatch.setenv("MILEQUEST_BUNDLE_CACHE", str(tmp_path / "cache"))
-    app = App(outdir=str(tmp_path / "out"))
+    app = new_app(tmp_path / "out", bundling=True)
     stack = Stack(app, "Bundled")
     RuntimeFunction(
         stack,
