@@ -19,36 +19,70 @@ APIGATEWAY_MAX_PAYLOAD = 128 * 1024
 class WebSocketSettings(ServiceSettings):
     """Every setting of every provider (each variable is named after the field)."""
 
-    websocket_provider: ProviderName = "apigateway"
+    websocket_provider: ProviderName = Field(
+        default="apigateway", description="pusher | apigateway | mock"
+    )
 
     # pusher
-    pusher_app_id: str | None = Field(default=None, pattern=r"^\d+$")
-    pusher_key: str | None = Field(
-        default=None, validation_alias=AliasChoices("NEXT_PUBLIC_PUSHER_KEY", "PUSHER_KEY")
+    pusher_app_id: str | None = Field(
+        default=None, pattern=r"^\d+$", description="Pusher app id (numeric)"
     )
-    pusher_secret: str | None = None
-    pusher_cluster: str | None = None
-    pusher_host: str | None = None
-    pusher_port: int | None = Field(default=None, gt=0, lt=65536)
-    pusher_use_tls: bool = True
-    pusher_timeout: float = Field(default=5.0, gt=0)
-    pusher_secret_arn: str | None = None
-    pusher_max_payload_bytes: int = Field(default=PUSHER_DEFAULT_MAX_PAYLOAD, gt=0)
+    pusher_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NEXT_PUBLIC_PUSHER_KEY", "PUSHER_KEY"),
+        description="Pusher app key",
+    )
+    pusher_secret: str | None = Field(default=None, description="Pusher app secret")
+    pusher_cluster: str | None = Field(default=None, description="Pusher cluster, e.g. eu")
+    pusher_host: str | None = Field(
+        default=None, description="Host of a Pusher-compatible server (instead of the cluster)"
+    )
+    pusher_port: int | None = Field(default=None, gt=0, lt=65536, description="Port of that server")
+    pusher_use_tls: bool = Field(default=True, description="HTTPS to the Pusher API")
+    pusher_timeout: float = Field(default=5.0, gt=0, description="Pusher API timeout (s)")
+    pusher_secret_arn: str | None = Field(
+        default=None, description="Secret with JSON app_id / key / secret / cluster"
+    )
+    pusher_max_payload_bytes: int = Field(
+        default=PUSHER_DEFAULT_MAX_PAYLOAD,
+        gt=0,
+        description="Event payload limit in UTF-8 bytes (raise for dedicated clusters)",
+    )
 
     # apigateway
-    connections_table: str | None = None
-    apigw_management_endpoint: str | None = None
-    websocket_app_key: str | None = None
-    websocket_app_secret: str | None = None
-    websocket_secret_arn: str | None = None
-    websocket_webhook_url: str | None = None
-    websocket_fanout_concurrency: int = Field(default=64, ge=1, le=1000)
-    websocket_connection_ttl_seconds: int = Field(default=2 * 3600 + 600, ge=60)
-    websocket_max_attempts: int = Field(default=5, ge=1, le=20)
-    websocket_retry_mode: Literal["standard", "adaptive"] = "standard"
+    connections_table: str | None = Field(
+        default=None, description="DynamoDB table of connections and subscriptions"
+    )
+    apigw_management_endpoint: str | None = Field(
+        default=None, description="The stage's callback URL (https://{api}.execute-api.../{stage})"
+    )
+    websocket_app_key: str | None = Field(
+        default=None, description="Key that signs channel auth, webhooks and tokens"
+    )
+    websocket_app_secret: str | None = Field(default=None, description="Secret of that key")
+    websocket_secret_arn: str | None = Field(
+        default=None, description="Secret with JSON key / secret (instead of the two above)"
+    )
+    websocket_webhook_url: str | None = Field(
+        default=None, description="Where the handlers POST Pusher-format webhooks"
+    )
+    websocket_fanout_concurrency: int = Field(
+        default=64, ge=1, le=1000, description="Parallel post_to_connection calls"
+    )
+    websocket_connection_ttl_seconds: int = Field(
+        default=2 * 3600 + 600, ge=60, description="TTL of connection records"
+    )
+    websocket_max_attempts: int = Field(
+        default=5, ge=1, le=20, description="Attempts per management-API call (throttling)"
+    )
+    websocket_retry_mode: Literal["standard", "adaptive"] = Field(
+        default="standard", description="botocore retry mode"
+    )
 
     # mock
-    websocket_mock_latency_ms: float = Field(default=0.0, ge=0)
+    websocket_mock_latency_ms: float = Field(
+        default=0.0, ge=0, description="Mock provider: added latency per call"
+    )
 
 
 def read_settings(overrides: dict[str, object] | None = None) -> WebSocketSettings:
