@@ -387,6 +387,33 @@ def test_stubbed_bulk_request_shape(stubbed: tuple[SesEmailService, Stubber]) ->
     assert failed.recipients == ("b@example.com", "c@example.com")
 
 
+def test_stubbed_bulk_resend_failing_keeps_the_entries_already_sent(
+    stubbed: tuple[SesEmailService, Stubber],
+) -> None:
+    service, stubber = stubbed
+    stubber.add_response("list_suppressed_destinations", {"SuppressedDestinationSummaries": []})
+    stubber.add_response(
+        "send_bulk_email",
+        {
+            "BulkEmailEntryResults": [
+                {"Status": "SUCCESS", "MessageId": "m-1"},
+                {"Status": "ACCOUNT_THROTTLED", "Error": "slow down"},
+            ]
+        },
+    )
+    stubber.add_client_error("send_bulk_email", "InternalFailure", "oops", http_status_code=500)
+    result = service.send_bulk_emails(
+        [{"to": f"{name}@example.com", "subject": "Hi", "text": "Body"} for name in "ab"]
+    )
+    sent, resent = result.results
+    assert sent.ok
+    assert sent.message_id == "m-1"
+    assert not resent.ok
+    assert resent.error is not None
+    assert resent.error.code is EmailErrorCode.PROVIDER_UNAVAILABLE
+    assert resent.recipients == ("b@example.com",)
+
+
 @pytest.mark.parametrize(
     ("error_code", "message", "expected"),
     [

@@ -294,11 +294,22 @@ class SesEmailService(EmailService):
         results: dict[int, BulkItemResult] = {}
         todo = list(batch)
         for attempt in range(_ENTRY_RETRIES + 1):
+            if attempt:
+                time.sleep(0.2 * 2 ** (attempt - 1))  # SES drops throttled entries: resend later
             entries: Any = [self._entry(out) for out in todo]
-            self._throttle(sum(len(out.message.recipients()) for out in todo))
-            response = self.client.send_bulk_email(BulkEmailEntries=entries, **args)
+            try:
+                self._throttle(sum(len(out.message.recipients()) for out in todo))
+                response = self.client.send_bulk_email(BulkEmailEntries=entries, **args)
+                outcomes = list(zip(todo, response["BulkEmailEntryResults"], strict=True))
+            except Exception as exc:
+                if not attempt:
+                    raise
+                # Entries of earlier calls were sent: only the resent ones failed.
+                for out in todo:
+                    results[out.index] = self._failed_item(out.index, out.message.recipients(), exc)
+                break
             retry: list[Outgoing] = []
-            for out, entry in zip(todo, response["BulkEmailEntryResults"], strict=True):
+            for out, entry in outcomes:
                 status = entry.get("Status", "FAILED")
                 if status == "SUCCESS":
                     results[out.index] = self._ok_item(out, Delivery(entry.get("MessageId", "")))
@@ -321,7 +332,6 @@ class SesEmailService(EmailService):
             if not retry:
                 break
             todo = retry
-            time.sleep(0.2 * 2**attempt)  # SES drops throttled entries; resend after a pause
         return [results[out.index] for out in batch]
 
     def _entry(self, out: Outgoing) -> dict[str, Any]:
