@@ -84,6 +84,8 @@ class SinkHandler:
 
     messages: list[Received] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
+    drop: set[str] = field(default_factory=set)
+    """Recipients whose message is answered 421 (the server closes the connection)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(
@@ -95,6 +97,8 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.drop & {a.lower() for a in envelope.rcpt_tos}:
+            return "421 4.3.2 service shutting down"
         raw = envelope.original_content or b""
         parsed = message_from_bytes(raw, policy=policy.default)
         assert isinstance(parsed, MimeMessage)
@@ -108,6 +112,7 @@ class SinkHandler:
         with self.lock:
             self.messages.clear()
             self.refuse.clear()
+            self.drop.clear()
 
 
 def _authenticator(

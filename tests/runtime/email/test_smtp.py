@@ -132,6 +132,20 @@ def test_bulk_partial_refusal_keeps_the_connection(smtp_plain: SmtpServer) -> No
     assert len(smtp_plain.handler.messages) == 59
 
 
+def test_bulk_connection_lost_keeps_the_messages_already_sent(smtp_plain: SmtpServer) -> None:
+    smtp_plain.handler.drop.add("u2@example.com")
+    service = create_email_service("smtp", **smtp_plain.settings())
+    result = service.send_bulk_emails(
+        [{"to": f"u{i}@example.com", "subject": f"n{i}", "text": "t"} for i in range(5)]
+    )
+    assert [r.ok for r in result.results] == [True, True, False, False, False]
+    for failed in result.failures():
+        assert failed.error is not None
+        assert failed.error.code is EmailErrorCode.PROVIDER_UNAVAILABLE
+        assert failed.error.retryable
+    assert len(smtp_plain.handler.messages) == 2
+
+
 def test_unreachable_server(smtp_plain: SmtpServer) -> None:
     service = create_email_service(
         "smtp", smtp_host="127.0.0.1", smtp_port=free_port(), smtp_security="none"

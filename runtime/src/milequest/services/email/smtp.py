@@ -137,21 +137,20 @@ class SmtpEmailService(EmailService):
         return "smtp"  # any messages can share a connection
 
     def _send_batch(self, batch: list[Outgoing]) -> list[BulkItemResult]:
-        results = []
+        results: list[BulkItemResult] = []
         with self._connection() as conn:
-            for out in batch:
+            for position, out in enumerate(batch):
                 try:
                     results.append(self._ok_item(out, self._send_on(conn, out)))
-                except smtplib.SMTPServerDisconnected:
-                    raise  # the connection is gone: fail the rest of the batch
-                except OSError as exc:
-                    if not isinstance(exc, smtplib.SMTPException):
-                        raise  # a socket error: the connection is unusable
-                    results.append(self._failed_item(out.index, out.message.recipients(), exc))
-                    conn.rset()
                 except Exception as exc:
                     results.append(self._failed_item(out.index, out.message.recipients(), exc))
-                    conn.rset()
+                    if not _still_usable(conn, exc):
+                        # The messages already sent stay sent; the rest were never tried.
+                        results.extend(
+                            self._failed_item(o.index, o.message.recipients(), exc)
+                            for o in batch[position + 1 :]
+                        )
+                        break
         return results
 
     def _translate_error(self, exc: Exception) -> ServiceError | None:
@@ -214,3 +213,16 @@ class SmtpEmailService(EmailService):
             code, _ = conn.noop()
         state = HealthState.HEALTHY if code == 250 else HealthState.DEGRADED
         return state, {"host": self.host, "port": self.port, "security": self.security}
+
+
+def _still_usable(conn: smtplib.SMTP, exc: Exception) -> bool:
+    """Whether ``conn`` can carry the next message after a send failed with ``exc``."""
+    if isinstance(exc, smtplib.SMTPServerDisconnected) or (
+        isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
+    ):
+        return False
+    try:
+        conn.rset()
+    except (smtplib.SMTPException, OSError):
+        return False
+    return True
