@@ -135,6 +135,25 @@ def test_persistent_throttling_is_rate_limited(
     apigw.close()
 
 
+def test_max_attempts_counts_the_first_call(
+    table: str, management_endpoint: str, connections: ConnectionsState
+) -> None:
+    apigw = ApiGatewayWebSocketService(
+        table_name=table,
+        management_endpoint=management_endpoint,
+        app_key=APP_KEY,
+        app_secret=APP_SECRET,
+        max_attempts=2,
+    )
+    cid = _join(apigw, "busy")
+    connections.throttle[cid] = 100
+    before = connections.requests
+    with pytest.raises(WebSocketError):
+        apigw.trigger("busy", "ev", 1)
+    assert connections.requests - before == 2
+    apigw.close()
+
+
 def test_forbidden_management_api_is_unauthorized(
     apigw: ApiGatewayWebSocketService, connections: ConnectionsState
 ) -> None:

@@ -160,7 +160,10 @@ class ApiGatewayWebSocketService(ConnectionService):
                 import boto3
                 from botocore.config import Config
 
-                retries: Any = {"mode": self._retry_mode, "max_attempts": self._max_attempts}
+                retries: Any = {
+                    "mode": self._retry_mode,
+                    "total_max_attempts": self._max_attempts,  # the first call included
+                }
                 self._ddb = boto3.client(
                     "dynamodb",
                     config=Config(retries=retries, max_pool_connections=self.concurrency),
