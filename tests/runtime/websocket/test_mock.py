@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pusher
 import pytest
-from milequest.services.websocket import create_websocket_service
+from milequest.services.websocket import create_websocket_service, webhooks
 from milequest.services.websocket.mock import MockMessage, MockWebSocketService
 
 from .conftest import WebhookSink
@@ -53,6 +54,27 @@ def test_presence_and_webhooks_like_the_real_providers(webhook_sink: WebhookSink
             headers["X-Pusher-Key"], headers["X-Pusher-Signature"], body.decode()
         )
         assert ws.validate_webhook(headers, body)
+
+
+def test_webhooks_are_sent_without_holding_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A webhook receiver may call back into the service (the local stack runs both in one
+    # process); sending while holding the mock's lock would stall that call.
+    ws = _mock(websocket_webhook_url="http://127.0.0.1:9/hooks")
+    answered: list[bool] = []
+
+    def send(url: str, key: str, secret: str, events: object) -> bool:
+        worker = threading.Thread(target=ws.get_channel_info, args=("presence-r",))
+        worker.start()
+        worker.join(timeout=2)
+        answered.append(not worker.is_alive())
+        return True
+
+    monkeypatch.setattr(webhooks, "send_webhook", send)
+    first = ws.add_subscriber("presence-r", "u")
+    second = ws.add_subscriber("presence-r", "v")
+    ws.unsubscribe(first, "presence-r")
+    ws.disconnect(second)
+    assert answered == [True] * 4
 
 
 def test_latency_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:

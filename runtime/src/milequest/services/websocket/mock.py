@@ -218,10 +218,12 @@ class MockWebSocketService(ConnectionService):
 
     def _disconnect(self, connection_id: str) -> None:
         self._enter()
+        hooks: list[WebhookEvent] = []
         with self._lock:
             for channel in [c for c, s in self.subscriptions.items() if connection_id in s]:
-                self._remove(connection_id, channel)
+                hooks.extend(self._remove(connection_id, channel))
             self.connections.pop(connection_id, None)
+        self._webhook(hooks)
 
     def _subscribe(
         self, connection_id: str, channel: str, member: PresenceUser | None
@@ -258,12 +260,14 @@ class MockWebSocketService(ConnectionService):
     def _unsubscribe(self, connection_id: str, channel: str) -> None:
         self._enter()
         with self._lock:
-            self._remove(connection_id, channel)
+            hooks = self._remove(connection_id, channel)
+        self._webhook(hooks)
 
-    def _remove(self, connection_id: str, channel: str) -> None:
+    def _remove(self, connection_id: str, channel: str) -> list[WebhookEvent]:
+        """Drop one subscription; returns the webhook events to send once unlocked."""
         subs = self.subscriptions.get(channel, {})
         if connection_id not in subs:
-            return
+            return []
         member = subs.pop(connection_id)
         hooks: list[WebhookEvent] = []
         if member is not None and member.user_id not in self._members(channel):
@@ -274,7 +278,7 @@ class MockWebSocketService(ConnectionService):
         if not subs:
             self.subscriptions.pop(channel, None)
             hooks.append(WebhookEvent(name="channel_vacated", channel=channel))
-        self._webhook(hooks)
+        return hooks
 
     def _client_event(
         self, connection_id: str, channel: str, event: str, data: Any
