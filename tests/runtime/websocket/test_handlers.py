@@ -240,6 +240,16 @@ def test_bad_messages_get_error_frames(body: Any, raw: str | None, code: str) ->
 
 
 @pytest.mark.usefixtures("env")
+@pytest.mark.parametrize("body", [{"action": "ping"}, 42, ""])
+def test_a_body_that_is_not_text_gets_an_error_frame(body: Any) -> None:
+    event = events.message_event(_connect("u"), None)
+    event["body"] = body
+    frame = json.loads(handlers.on_message(event, None)["body"])
+    assert frame["event"] == "error"
+    assert frame["data"]["code"] == "INVALID_MESSAGE"
+
+
+@pytest.mark.usefixtures("env")
 def test_client_event_needs_membership() -> None:
     member, outsider = _connect("a"), _connect("b")
     _send(

@@ -186,10 +186,10 @@ def _error_frame(code: str, message: str, channel: str | None = None) -> dict[st
 
 def _body(event: Mapping[str, Any]) -> Any:
     raw = event.get("body")
-    if raw is None:
+    if not isinstance(raw, str) or not raw:
         raise ValueError("empty message")
     if event.get("isBase64Encoded"):
-        raw = base64.b64decode(str(raw)).decode()
+        raw = base64.b64decode(raw).decode()
     return json.loads(raw)
 
 
