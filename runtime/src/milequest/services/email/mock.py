@@ -16,13 +16,11 @@ from .addresses import address_key, bare_address, domain_of
 from .results import (
     BulkItemResult,
     DomainVerification,
-    SuppressedEmail,
-    SuppressionReason,
     VerificationStatus,
     dkim_records,
 )
 from .service import Delivery, EmailService, Outgoing
-from .suppression import LocalSuppressionList
+from .suppression import LocalSuppression, LocalSuppressionList
 
 if TYPE_CHECKING:
     from milequest.services.health import HealthState
@@ -59,7 +57,7 @@ class SentEmail:
         return [*self.to, *self.cc, *self.bcc]
 
 
-class MockEmailService(EmailService):
+class MockEmailService(LocalSuppression, EmailService):
     """Keeps sent mail in :attr:`outbox` (newest last) and behaves like SES otherwise.
 
     ``DEFAULT_FROM_EMAIL`` and its domain count as verified; senders outside the verified
@@ -193,19 +191,7 @@ class MockEmailService(EmailService):
             self.bulk_calls += 1
         return super()._send_batch(batch)
 
-    # -- suppression and identities --------------------------------------------------------------
-
-    def _suppressed_among(self, addresses: list[str]) -> set[str]:
-        return self.suppression.among(addresses)
-
-    def _suppress(self, address: str, reason: SuppressionReason) -> None:
-        self.suppression.add(address, reason)
-
-    def _unsuppress(self, address: str) -> bool:
-        return self.suppression.remove(address)
-
-    def _list_suppressed(self) -> list[SuppressedEmail]:
-        return self.suppression.entries()
+    # -- identities ------------------------------------------------------------------------------
 
     def _verify_domain(self, domain: str) -> DomainVerification:
         tokens = [hashlib.sha256(f"{domain}:{i}".encode()).hexdigest()[:32] for i in range(3)]

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .addresses import address_key, bare_address, domain_of
 from .errors import EmailError, EmailErrorCode
-from .results import BulkItemResult, DomainVerification, SuppressedEmail, SuppressionReason
+from .results import BulkItemResult, DomainVerification
 from .service import Delivery, EmailService, Outgoing
-from .suppression import LocalSuppressionList
+from .suppression import LocalSuppression, LocalSuppressionList
 
 if TYPE_CHECKING:
     from milequest.services.errors import ServiceError
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .settings import EmailSettings
 
 
-class SmtpEmailService(EmailService):
+class SmtpEmailService(LocalSuppression, EmailService):
     """Sends each message as MIME over SMTP; bulk sends reuse one connection per batch."""
 
     provider_name: ClassVar[str] = "smtp"
@@ -183,19 +183,7 @@ class SmtpEmailService(EmailService):
             return self._error("PROVIDER_UNAVAILABLE", text, retryable=True, cause=exc)
         return None
 
-    # -- suppression and identities ------------------------------------------------------------
-
-    def _suppressed_among(self, addresses: list[str]) -> set[str]:
-        return self.suppression.among(addresses)
-
-    def _suppress(self, address: str, reason: SuppressionReason) -> None:
-        self.suppression.add(address, reason)
-
-    def _unsuppress(self, address: str) -> bool:
-        return self.suppression.remove(address)
-
-    def _list_suppressed(self) -> list[SuppressedEmail]:
-        return self.suppression.entries()
+    # -- identities ------------------------------------------------------------------------------
 
     def _verify_domain(self, domain: str) -> DomainVerification:
         raise self._error("NOT_SUPPORTED", "SMTP has no identity API")

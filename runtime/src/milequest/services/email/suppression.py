@@ -37,3 +37,21 @@ class LocalSuppressionList:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+class LocalSuppression:
+    """Mixin: the email service's suppression hooks served from a :class:`LocalSuppressionList`."""
+
+    suppression: LocalSuppressionList
+
+    def _suppressed_among(self, addresses: list[str]) -> set[str]:
+        return self.suppression.among(addresses)
+
+    def _suppress(self, address: str, reason: SuppressionReason) -> None:
+        self.suppression.add(address, reason)
+
+    def _unsuppress(self, address: str) -> bool:
+        return self.suppression.remove(address)
+
+    def _list_suppressed(self) -> list[SuppressedEmail]:
+        return self.suppression.entries()
