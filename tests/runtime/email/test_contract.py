@@ -288,6 +288,27 @@ def test_bulk_reports_each_message_in_input_order(harness: Harness) -> None:
 
 
 @providers(PROVIDERS)
+def test_bulk_groups_only_messages_one_call_can_carry(harness: Harness) -> None:
+    same = {"subject": "News", "text": "Walk on!"}
+    result = harness.service.send_bulk_emails(
+        [
+            {**same, "to": "a@example.com", "tags": {"campaign": "spring"}},
+            {**same, "to": "b@example.com", "tags": {"campaign": "autumn"}},
+            {"to": "c@example.com", "subject": "s", "text": "literal {{braces}}"},
+            {
+                **same,
+                "to": "d@example.com",
+                "attachments": [{"filename": "a.txt", "content": b"x"}],
+            },
+        ]
+    )
+    assert result.succeeded == 4
+    calls = harness.bulk_calls()
+    if calls is not None:  # one call per tag set; braces and attachments go alone
+        assert calls == 2
+
+
+@providers(PROVIDERS)
 def test_bulk_templated_messages_get_their_own_data(harness: Harness) -> None:
     names = ["Ann", "Bo", "Cy"]
     result = harness.service.send_bulk_emails(

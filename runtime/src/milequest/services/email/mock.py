@@ -19,7 +19,7 @@ from .results import (
     VerificationStatus,
     dkim_records,
 )
-from .service import Delivery, EmailService, Outgoing
+from .service import Delivery, EmailService, Outgoing, bulk_group_key
 from .suppression import LocalSuppression, LocalSuppressionList
 
 if TYPE_CHECKING:
@@ -171,24 +171,13 @@ class MockEmailService(LocalSuppression, EmailService):
         return Delivery(sent.message_id)
 
     def _batch_key(self, message: EmailMessage) -> Hashable | None:
-        # Grouped like SES groups SendBulkEmail entries, so bulk call counts compare.
-        if message.attachments:
-            return None
-        content = (
-            ("template", message.template)
-            if message.template
-            else ("content", message.subject, message.html, message.text)
-        )
-        return (
-            message.from_email,
-            tuple(message.reply_to),
-            tuple(message.headers.items()),
-            content,
-        )
+        # Grouped as SES groups SendBulkEmail entries, so that bulk call counts compare.
+        return bulk_group_key(message, by_template=message.template is not None)
 
     def _send_batch(self, batch: list[Outgoing]) -> list[BulkItemResult]:
-        with self._lock:
-            self.bulk_calls += 1
+        if len(batch) > 1 or self._batch_key(batch[0].message) is not None:
+            with self._lock:
+                self.bulk_calls += 1
         return super()._send_batch(batch)
 
     # -- identities ------------------------------------------------------------------------------

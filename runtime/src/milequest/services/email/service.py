@@ -64,6 +64,31 @@ class Delivery:
     rejected: dict[str, str] = field(default_factory=dict)
 
 
+def bulk_group_key(message: EmailMessage, *, by_template: bool) -> Hashable | None:
+    """The key of the messages one SES ``SendBulkEmail`` call can carry; None: send alone.
+
+    A call shares sender, reply-to, configuration set, tags, headers and content: a template
+    name, or literal content (without ``{{``, which SES would render as a template).
+    """
+    if message.attachments:
+        return None
+    if by_template:
+        content: tuple[Any, ...] = ("template", message.template)
+    else:
+        parts = (message.subject or "", message.html or "", message.text or "")
+        if any("{{" in p for p in parts):
+            return None
+        content = ("content", *parts)
+    return (
+        message.from_email,
+        tuple(message.reply_to),
+        message.configuration_set,
+        tuple(sorted(message.tags.items())),
+        tuple(message.headers.items()),
+        content,
+    )
+
+
 class EmailService(BaseService):
     """Transactional email, whatever the provider (``ses``, ``smtp``, ``mock``)."""
 

@@ -27,7 +27,7 @@ from .results import (
     VerificationStatus,
     dkim_records,
 )
-from .service import Delivery, EmailService, Outgoing
+from .service import Delivery, EmailService, Outgoing, bulk_group_key
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client
@@ -252,23 +252,7 @@ class SesEmailService(EmailService):
         return self.settings.ses_max_connections
 
     def _batch_key(self, message: EmailMessage) -> Hashable | None:
-        if message.attachments:
-            return None
-        if self._by_template(message):
-            content: tuple[Any, ...] = ("template", message.template)
-        else:
-            parts = (message.subject or "", message.html or "", message.text or "")
-            if any("{{" in p for p in parts):
-                return None  # inline bulk content is a template: literal braces would render
-            content = ("content", *parts)
-        return (
-            message.from_email,
-            tuple(message.reply_to),
-            message.configuration_set,
-            tuple(sorted(message.tags.items())),
-            tuple(message.headers.items()),
-            content,
-        )
+        return bulk_group_key(message, by_template=self._by_template(message))
 
     def _send_batch(self, batch: list[Outgoing]) -> list[BulkItemResult]:
         if len(batch) == 1 and self._batch_key(batch[0].message) is None:
