@@ -151,6 +151,26 @@ class EmbeddedAws:
         report.created.append(f"secret {res.websocket_secret_name}")
         return report
 
+    @staticmethod
+    def forget_tracked_models(services: tuple[str, ...] = ("dynamodb",)) -> int:
+        """Drop moto's references to every model instance it ever created; returns how many.
+
+        moto keeps each model object in a class-level list (only for its ``data.json``
+        dashboard and ``reset``), and a DynamoDB query creates two per returned item, so a
+        long-running stack that fans out to many subscribers grows without bound. The table
+        data lives in the backends and is not affected.
+        """
+        from moto.core.model_instances import model_data
+
+        dropped = 0
+        for service in services:
+            for model in list(model_data.get(service, {}).values()):
+                tracked = getattr(model, "instances_tracked", None)
+                if tracked:
+                    dropped += len(tracked)
+                    model.instances_tracked = []  # type: ignore[attr-defined]
+        return dropped
+
     def sent_emails(self) -> list[dict[str, Any]]:
         """Messages the embedded SES accepted (moto keeps them in its in-process backend)."""
         from moto.ses.models import ses_backends

@@ -204,6 +204,8 @@ class WebSocketGateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         if self._server is not None:
+            for conn in list(self.connections.values()):
+                conn.closed_by_gateway = True  # closing: $disconnect now, not the lost path
             self._server.close()
             await self._server.wait_closed()
         for task in list(self._background):

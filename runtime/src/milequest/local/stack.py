@@ -35,6 +35,7 @@ logger = logging.getLogger("milequest.local")
 
 EmailProvider = Literal["smtp", "ses"]
 STARTUP_TIMEOUT_S = 60.0
+MOTO_TRIM_INTERVAL_S = 10.0
 
 
 class PortInUseError(RuntimeError):
@@ -391,8 +392,15 @@ class LocalStack:
             await self._shutdown(servers)
             return
         self._ready.set()
+        trimmer = asyncio.create_task(self._trim_moto_tracking())
         await self._stop_requested.wait()
+        trimmer.cancel()
         await self._shutdown(servers)
+
+    async def _trim_moto_tracking(self) -> None:
+        while True:
+            await asyncio.sleep(MOTO_TRIM_INTERVAL_S)
+            self.aws.forget_tracked_models()
 
     async def _shutdown(self, servers: list[tuple[uvicorn.Server, asyncio.Task[None]]]) -> None:
         # The gateway goes first: its $disconnect handlers still need the management API.
