@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -193,15 +193,7 @@ class SesEmailService(EmailService):
     def _deliver(self, out: Outgoing) -> Delivery:
         message = out.message
         args = self._common_args(message)
-        args["Destination"] = {
-            key: list(values)
-            for key, values in (
-                ("ToAddresses", message.to),
-                ("CcAddresses", message.cc),
-                ("BccAddresses", message.bcc),
-            )
-            if values
-        }
+        args["Destination"] = _destination(message)
         if message.tags:
             args["EmailTags"] = [{"Name": k, "Value": v} for k, v in message.tags.items()]
         headers = [{"Name": k, "Value": v} for k, v in message.headers.items()]
@@ -320,16 +312,7 @@ class SesEmailService(EmailService):
 
     def _entry(self, out: Outgoing) -> dict[str, Any]:
         message = out.message
-        destination = {
-            key: list(values)
-            for key, values in (
-                ("ToAddresses", message.to),
-                ("CcAddresses", message.cc),
-                ("BccAddresses", message.bcc),
-            )
-            if values
-        }
-        entry: dict[str, Any] = {"Destination": destination}
+        entry: dict[str, Any] = {"Destination": _destination(message)}
         if self._by_template(message):
             entry["ReplacementEmailContent"] = {
                 "ReplacementTemplate": {
@@ -421,46 +404,31 @@ class SesEmailService(EmailService):
         return True
 
     def _list_suppressed(self) -> list[SuppressedEmail]:
-        entries: list[SuppressedEmail] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"PageSize": 1000}
-            if token:
-                kwargs["NextToken"] = token
-            page = self.client.list_suppressed_destinations(**kwargs)
-            for item in page.get("SuppressedDestinationSummaries", []):
-                stamp = item.get("LastUpdateTime") or datetime.now(UTC)
-                entries.append(
-                    SuppressedEmail(
-                        item["EmailAddress"].lower(), SuppressionReason(item["Reason"]), stamp
-                    )
-                )
-            token = page.get("NextToken")
-            if not token:
-                return entries
+        return [
+            SuppressedEmail(
+                item["EmailAddress"].lower(),
+                SuppressionReason(item["Reason"]),
+                item.get("LastUpdateTime") or datetime.now(UTC),
+            )
+            for item in _pages(
+                self.client.list_suppressed_destinations, "SuppressedDestinationSummaries"
+            )
+        ]
 
     # -- identities ------------------------------------------------------------------------------
 
     def _load_identities(self) -> tuple[set[str], set[str]]:
         emails: set[str] = set()
         domains: set[str] = set()
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"PageSize": 1000}
-            if token:
-                kwargs["NextToken"] = token
-            page = self.client.list_email_identities(**kwargs)
-            for item in page.get("EmailIdentities", []):
-                if item.get("VerificationStatus") != "SUCCESS" and not item.get("SendingEnabled"):
-                    continue
-                name = item.get("IdentityName", "").lower()
-                if item.get("IdentityType") == "EMAIL_ADDRESS":
-                    emails.add(name)
-                elif item.get("IdentityType") == "DOMAIN":
-                    domains.add(name)
-            token = page.get("NextToken")
-            if not token:
-                return emails, domains
+        for item in _pages(self.client.list_email_identities, "EmailIdentities"):
+            if item.get("VerificationStatus") != "SUCCESS" and not item.get("SendingEnabled"):
+                continue
+            name = item.get("IdentityName", "").lower()
+            if item.get("IdentityType") == "EMAIL_ADDRESS":
+                emails.add(name)
+            elif item.get("IdentityType") == "DOMAIN":
+                domains.add(name)
+        return emails, domains
 
     def _verify_domain(self, domain: str) -> DomainVerification:
         from botocore.exceptions import ClientError
@@ -542,3 +510,24 @@ class SesEmailService(EmailService):
 
 def _code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _destination(message: EmailMessage) -> dict[str, list[str]]:
+    fields = (
+        ("ToAddresses", message.to),
+        ("CcAddresses", message.cc),
+        ("BccAddresses", message.bcc),
+    )
+    return {key: list(values) for key, values in fields if values}
+
+
+def _pages(call: Callable[..., Any], key: str) -> Iterator[Any]:
+    """The items under ``key`` of every page of a ``NextToken``-paged SES list call."""
+    kwargs: dict[str, Any] = {"PageSize": 1000}
+    while True:
+        page = call(**kwargs)
+        yield from page.get(key, [])
+        token = page.get("NextToken")
+        if not token:
+            return
+        kwargs["NextToken"] = token
