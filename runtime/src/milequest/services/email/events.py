@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -143,6 +143,9 @@ class _Notification(_Loose):
     failure: dict[str, Any] | None = None
 
 
+_P = TypeVar("_P", bound=BaseModel)
+
+
 class MalformedEvent(ValueError):
     """A record that is not an SES event this module understands."""
 
@@ -164,22 +167,22 @@ def parse_ses_message(message: str | Mapping[str, Any]) -> list[SesEvent]:
     base: dict[str, Any] = {
         "type": kind,
         "message_id": mail.message_id,
-        "timestamp": mail.timestamp,
         "source": mail.source,
         "configuration_set": config_set,
     }
 
-    def each(recipients: Sequence[str | None], **extra: Any) -> list[SesEvent]:
-        return [SesEvent(**{**base, **extra, "recipient": r}) for r in recipients]
+    def event(recipient: str | None, timestamp: datetime | None = None, **extra: Any) -> SesEvent:
+        return SesEvent(
+            **{**base, "timestamp": timestamp or mail.timestamp, **extra, "recipient": recipient}
+        )
 
+    destination: list[str | None] = [*mail.destination] or [None]
     if kind is SesEventType.BOUNCE:
-        if note.bounce is None:
-            raise MalformedEvent("bounce event without a bounce object")
-        bounce = note.bounce
+        bounce = _part(note.bounce, "bounce")
         return [
-            SesEvent(
-                **{**base, "timestamp": bounce.timestamp or mail.timestamp},
-                recipient=r.email_address,
+            event(
+                r.email_address,
+                bounce.timestamp,
                 bounce_type=bounce.bounce_type,
                 bounce_subtype=bounce.bounce_subtype,
                 diagnostic=r.diagnostic_code or r.status,
@@ -187,29 +190,23 @@ def parse_ses_message(message: str | Mapping[str, Any]) -> list[SesEvent]:
             for r in bounce.bounced_recipients
         ]
     if kind is SesEventType.COMPLAINT:
-        if note.complaint is None:
-            raise MalformedEvent("complaint event without a complaint object")
-        complaint = note.complaint
+        complaint = _part(note.complaint, "complaint")
         return [
-            SesEvent(
-                **{**base, "timestamp": complaint.timestamp or mail.timestamp},
-                recipient=r.email_address,
+            event(
+                r.email_address,
+                complaint.timestamp,
                 complaint_type=complaint.complaint_feedback_type,
             )
             for r in complaint.complained_recipients
         ]
     if kind is SesEventType.DELIVERY:
-        if note.delivery is None:
-            raise MalformedEvent("delivery event without a delivery object")
-        return each(note.delivery.recipients, diagnostic=note.delivery.smtp_response)
+        delivery = _part(note.delivery, "delivery")
+        return [event(r, diagnostic=delivery.smtp_response) for r in delivery.recipients]
     if kind is SesEventType.DELIVERY_DELAY:
-        if note.delivery_delay is None:
-            raise MalformedEvent("delivery delay event without a deliveryDelay object")
-        delay = note.delivery_delay
+        delay = _part(note.delivery_delay, "deliveryDelay")
         return [
-            SesEvent(
-                **base,
-                recipient=r.email_address,
+            event(
+                r.email_address,
                 reason=delay.delay_type,
                 diagnostic=r.diagnostic_code or r.status,
             )
@@ -217,15 +214,21 @@ def parse_ses_message(message: str | Mapping[str, Any]) -> list[SesEvent]:
         ]
     if kind is SesEventType.REJECT:
         reason = str((note.reject or {}).get("reason", "")) or None
-        return each(mail.destination or [None], reason=reason)
+        return [event(r, reason=reason) for r in destination]
     if kind is SesEventType.RENDERING_FAILURE:
         failure = note.failure or {}
-        return each(
-            mail.destination or [None],
-            reason=failure.get("errorMessage"),
-            template=failure.get("templateName"),
-        )
-    return each(mail.destination or [None])
+        return [
+            event(r, reason=failure.get("errorMessage"), template=failure.get("templateName"))
+            for r in destination
+        ]
+    return [event(r) for r in destination]
+
+
+def _part(value: _P | None, name: str) -> _P:
+    """The event-type object of a notification (``bounce``, ...), which must be present."""
+    if value is None:
+        raise MalformedEvent(f"{name} event without a {name} object")
+    return value
 
 
 @dataclass
