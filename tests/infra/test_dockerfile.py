@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from infra.bundling import PYTHON_VERSION
 from infra.container import CONTAINER_PORT, HEALTH_PATH
 
 from .conftest import REPO_ROOT
@@ -59,7 +60,8 @@ def test_multi_stage_slim_build_from_the_lock() -> None:
     instructions = _instructions()
     stages = [rest for keyword, rest in instructions if keyword == "FROM"]
     assert len(stages) == 2
-    assert ("ARG", "PYTHON_IMAGE=python:3.13-slim") in instructions
+    # The container runs the same Python as the Lambda functions.
+    assert ("ARG", f"PYTHON_IMAGE=python:{PYTHON_VERSION}-slim") in instructions
     assert all(stage.startswith("${PYTHON_IMAGE} AS ") for stage in stages)
     runs = " ".join(rest for keyword, rest in instructions if keyword == "RUN")
     assert "--frozen" in runs
