@@ -25,11 +25,14 @@ from .realtime import RealtimeStack
 
 CONTAINER_PORT = 8080
 HEALTH_PATH = "/healthz"
-DOCKERIGNORE = REPO_ROOT / "runtime" / ".dockerignore"
+DOCKERIGNORE = REPO_ROOT / "runtime" / "Dockerfile.dockerignore"
 
 
 def docker_context_excludes(path: Path = DOCKERIGNORE) -> list[str]:
-    """The build-context patterns of ``runtime/.dockerignore`` (context: the repo root)."""
+    """Build-context patterns of ``runtime/Dockerfile.dockerignore`` (context: the repo root).
+
+    Docker reads an ignore file named after the Dockerfile beside it; CDK gets the same list.
+    """
     lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
     return [line for line in lines if line and not line.startswith("#")]
 
