@@ -71,6 +71,8 @@ deploy: setup
 
 bench: setup
 	$(PY) scripts/bench_email.py
+	$(PY) scripts/bench_websocket.py
+	$(PY) scripts/bench_local.py
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .pytest_cache .mypy_cache .ruff_cache
