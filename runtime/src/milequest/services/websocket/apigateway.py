@@ -215,60 +215,50 @@ class ApiGatewayWebSocketService(ConnectionService):
     def _expiry(self) -> str:
         return str(int(time.time()) + self.connection_ttl_seconds)
 
-    def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    def _pages(self, **kwargs: Any) -> Iterator[Any]:
         ddb, _ = self._clients()
-        paginator = ddb.get_paginator("query")
-        for page in paginator.paginate(TableName=self.table_name, **kwargs):
+        yield from ddb.get_paginator("query").paginate(TableName=self.table_name, **kwargs)
+
+    def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        for page in self._pages(**kwargs):
             yield from page.get("Items", [])
+
+    @staticmethod
+    def _in_channel(channel: str, prefix: str, *, live: bool = False) -> dict[str, Any]:
+        """Query arguments for the items of ``channel`` whose sort key starts with ``prefix``.
+
+        ``live``: only unexpired items, read consistently (for counts and member lists).
+        """
+        values = {":pk": {"S": _chan_pk(channel)}, ":prefix": {"S": prefix}}
+        query: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": values,
+        }
+        if live:
+            values[":now"] = {"N": str(int(time.time()))}
+            query.update(
+                FilterExpression=_NOT_EXPIRED,
+                ExpressionAttributeNames={"#exp": TTL_ATTRIBUTE},
+                ConsistentRead=True,
+            )
+        return query
 
     def _subscribers(self, channel: str) -> list[str]:
         items = self._query(
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues={":pk": {"S": _chan_pk(channel)}, ":prefix": {"S": "CONN#"}},
-            ProjectionExpression=CONNECTION_ATTRIBUTE,
+            **self._in_channel(channel, "CONN#"), ProjectionExpression=CONNECTION_ATTRIBUTE
         )
         return [item[CONNECTION_ATTRIBUTE]["S"] for item in items]
 
     def _members(self, channel: str) -> dict[str, dict[str, Any] | None]:
-        items = self._query(
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            FilterExpression=_NOT_EXPIRED,
-            ExpressionAttributeNames={"#exp": TTL_ATTRIBUTE},
-            ExpressionAttributeValues={
-                ":pk": {"S": _chan_pk(channel)},
-                ":prefix": {"S": "USER#"},
-                ":now": {"N": str(int(time.time()))},
-            },
-            ConsistentRead=True,
-        )
         members: dict[str, dict[str, Any] | None] = {}
-        for item in items:
+        for item in self._query(**self._in_channel(channel, "USER#", live=True)):
             info = item.get("user_info", {}).get("S")
             members[item["sk"]["S"][len("USER#") :]] = json.loads(info) if info else None
         return members
 
     def _count(self, channel: str, prefix: str) -> int:
-        ddb, _ = self._clients()
-        total = 0
-        kwargs: dict[str, Any] = {
-            "TableName": self.table_name,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "FilterExpression": _NOT_EXPIRED,
-            "ExpressionAttributeNames": {"#exp": TTL_ATTRIBUTE},
-            "ExpressionAttributeValues": {
-                ":pk": {"S": _chan_pk(channel)},
-                ":prefix": {"S": prefix},
-                ":now": {"N": str(int(time.time()))},
-            },
-            "Select": "COUNT",
-            "ConsistentRead": True,
-        }
-        while True:
-            page = ddb.query(**kwargs)
-            total += page.get("Count", 0)
-            if "LastEvaluatedKey" not in page:
-                return total
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        query = self._in_channel(channel, prefix, live=True)
+        return sum(page.get("Count", 0) for page in self._pages(**query, Select="COUNT"))
 
     def _add(self, channel: str, sk: str, attribute: str, delta: int, **extra: str) -> int:
         """Atomically add ``delta`` to a counter item; returns the new value."""
@@ -559,8 +549,7 @@ class ApiGatewayWebSocketService(ConnectionService):
     def _broadcast(self, channel: str, event: str, data: Any, *, exclude_user: str) -> list[str]:
         """Send a presence event to the channel's members other than ``exclude_user``."""
         items = self._query(
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues={":pk": {"S": _chan_pk(channel)}, ":prefix": {"S": "CONN#"}},
+            **self._in_channel(channel, "CONN#"),
             ProjectionExpression=f"{CONNECTION_ATTRIBUTE}, user_id",
         )
         message = frame(event, channel, data)
