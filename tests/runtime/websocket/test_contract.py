@@ -184,8 +184,13 @@ def test_webhooks_validate_and_parse(harness: Harness) -> None:
     assert events[2].event == "client-typing"
 
 
-@pytest.mark.parametrize("problem", ["tampered", "wrong-key", "stale", "unsigned", "garbage"])
+@pytest.mark.parametrize(
+    "problem",
+    ["tampered", "wrong-key", "stale", "unsigned", "garbage", "no-headers", "no-body"],
+)
 def test_bad_webhooks_are_refused(harness: Harness, problem: str) -> None:
+    headers: Any
+    body: Any
     headers, body = _hook([{"name": "channel_vacated", "channel": "team-1"}])
     if problem == "tampered":
         body = body.replace(b"team-1", b"team-2")
@@ -198,6 +203,10 @@ def test_bad_webhooks_are_refused(harness: Harness, problem: str) -> None:
         )
     elif problem == "unsigned":
         del headers["X-Pusher-Signature"]
+    elif problem == "no-headers":
+        headers = None
+    elif problem == "no-body":
+        body = None
     else:
         body = b"not json"
         headers["X-Pusher-Signature"] = signing.sign(APP_SECRET, body)

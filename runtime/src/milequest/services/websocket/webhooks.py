@@ -55,8 +55,16 @@ def parse_signed_webhook(
     key: str, secret: str, headers: Mapping[str, str], body: str | bytes, now: float | None = None
 ) -> Webhook:
     """Verify and parse a webhook; raise ``INVALID_WEBHOOK`` on anything wrong."""
-    raw = body.encode() if isinstance(body, str) else bytes(body)
-    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    if isinstance(body, str):
+        raw = body.encode()
+    elif isinstance(body, bytes | bytearray | memoryview):
+        raw = bytes(body)
+    else:
+        raise _invalid(f"the body must be str or bytes, not {type(body).__name__}")
+    try:  # any object with items(): a dict, Starlette's Headers, http.client's message
+        lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise _invalid("the headers must be a mapping of names to values") from None
     given_key = lowered.get(KEY_HEADER.lower())
     signature = lowered.get(SIGNATURE_HEADER.lower())
     if not given_key or not signature:
