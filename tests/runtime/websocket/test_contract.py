@@ -283,6 +283,9 @@ def test_bad_auth_input(harness: Harness) -> None:
     with pytest.raises(WebSocketError) as err:
         harness.service.get_channel_info("a", attributes=["bogus"])
     assert _code(err) is WebSocketErrorCode.INVALID_CHANNEL
+    with pytest.raises(WebSocketError) as err:
+        harness.service.get_channel_info("a", attributes=None)  # type: ignore[arg-type]
+    assert _code(err) is WebSocketErrorCode.INVALID_CHANNEL
 
 
 def test_health_check(harness: Harness) -> None:

@@ -85,6 +85,9 @@ def test_channel_auth_rejects_tampering() -> None:
     assert not verify(DOC_KEY, DOC_SECRET, "1.2", "private-a", auth[:-1] + "0")
     assert not verify(DOC_KEY, DOC_SECRET, "1.2", "private-a", None)
     assert not verify(DOC_KEY, DOC_SECRET, "1.2", "private-a", "no-colon")
+    assert not verify(DOC_KEY, DOC_SECRET, "1.2", "private-a", 42)  # type: ignore[arg-type]
+    assert not verify(DOC_KEY, DOC_SECRET, "1.2", "private-a", auth.encode())  # type: ignore[arg-type]
+    assert not verify(DOC_KEY, DOC_SECRET, "1.2", "presence-a", auth, 42)  # type: ignore[arg-type]
 
 
 def test_presence_auth_covers_channel_data() -> None:

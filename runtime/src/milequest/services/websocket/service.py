@@ -144,7 +144,11 @@ class WebSocketService(BaseService):
         ``user_count`` is only reported for presence channels.
         """
         self._check_channel(channel)
-        unknown = sorted(set(attributes) - set(CHANNEL_ATTRIBUTES))
+        if isinstance(attributes, str):
+            attributes = [attributes]
+        if not isinstance(attributes, Iterable):
+            raise self._error("INVALID_CHANNEL", "attributes must be a list of attribute names")
+        unknown = sorted(map(str, set(attributes) - set(CHANNEL_ATTRIBUTES)))
         if unknown:
             raise self._error(
                 "INVALID_CHANNEL",

@@ -47,7 +47,9 @@ def verify_channel_auth(
     channel_data: str | None = None,
 ) -> bool:
     """Whether ``auth`` was produced by :func:`channel_auth` for these values."""
-    if not auth or ":" not in auth:
+    if not isinstance(auth, str) or ":" not in auth:
+        return False
+    if channel_data is not None and not isinstance(channel_data, str):
         return False
     given_key, _, signature = auth.partition(":")
     expected = sign(secret, channel_string_to_sign(socket_id, channel, channel_data))
