@@ -214,3 +214,23 @@ def test_a_message_over_128_kb_closes_the_connection_with_1009(stack: LocalStack
         return client.ws.close_code
 
     assert run(scenario) == 1009
+
+
+def test_dropping_motos_model_tracking_keeps_the_connections_table_intact(
+    stack: LocalStack,
+) -> None:
+    async def scenario() -> tuple[int, Any, dict[str, Any]]:
+        client = await Client.open(stack, "alice")
+        assert (await client.subscribe("public-trim"))["event"] == "subscription_succeeded"
+        await _trigger("public-trim", "before", 1)
+        await client.expect("before")
+        dropped = stack.aws.forget_tracked_models()
+        result = await _trigger("public-trim", "after", 2)
+        frame = await client.expect("after")
+        await client.close()
+        return dropped, result, frame
+
+    dropped, result, frame = run(scenario)
+    assert dropped > 0
+    assert result.delivered == 1
+    assert frame["data"] == 2

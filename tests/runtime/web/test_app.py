@@ -20,7 +20,8 @@ from milequest.services.websocket import (
 )
 from milequest.web import create_app
 from starlette.requests import Request
-from starlette.testclient import TestClient
+
+from .asgi import AsgiClient
 
 # Pusher's documented channel-auth vector.
 KEY = "278d425bdf160c739803"
@@ -49,21 +50,21 @@ def websocket_service(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-def client(websocket_service: None) -> Iterator[TestClient]:
-    with TestClient(create_app(authenticator=_fixed_user)) as test_client:
-        yield test_client
+def client(websocket_service: None) -> Iterator[AsgiClient]:
+    with AsgiClient(create_app(authenticator=_fixed_user)) as asgi_client:
+        yield asgi_client
 
 
 # -- POST /realtime/auth --------------------------------------------------------------------
 
 
-def test_auth_matches_the_documented_pusher_vector_for_a_form_post(client: TestClient) -> None:
+def test_auth_matches_the_documented_pusher_vector_for_a_form_post(client: AsgiClient) -> None:
     response = client.post("/realtime/auth", data={"socket_id": SOCKET_ID, "channel_name": CHANNEL})
     assert response.status_code == 200
     assert response.json() == {"auth": f"{KEY}:{SIGNATURE}"}
 
 
-def test_auth_accepts_a_json_body(client: TestClient) -> None:
+def test_auth_accepts_a_json_body(client: AsgiClient) -> None:
     response = client.post("/realtime/auth", json={"socket_id": SOCKET_ID, "channel_name": CHANNEL})
     assert response.status_code == 200
     assert response.json()["auth"] == f"{KEY}:{SIGNATURE}"
@@ -73,7 +74,7 @@ def test_presence_auth_signs_the_returned_channel_data(websocket_service: None) 
     def member(request: Request) -> dict[str, Any]:
         return {"user_id": "u-7", "user_info": {"name": "Ada"}}
 
-    with TestClient(create_app(authenticator=member)) as client:
+    with AsgiClient(create_app(authenticator=member)) as client:
         response = client.post(
             "/realtime/auth", data={"socket_id": SOCKET_ID, "channel_name": "presence-team"}
         )
@@ -88,7 +89,7 @@ def test_presence_auth_signs_the_returned_channel_data(websocket_service: None) 
 
 
 def test_auth_without_a_user_is_forbidden(websocket_service: None) -> None:
-    with TestClient(create_app(authenticator=lambda request: None)) as client:
+    with AsgiClient(create_app(authenticator=lambda request: None)) as client:
         response = client.post(
             "/realtime/auth", data={"socket_id": SOCKET_ID, "channel_name": CHANNEL}
         )
@@ -99,7 +100,7 @@ def test_an_async_authenticator_is_awaited(websocket_service: None) -> None:
     async def resolve(request: Request) -> str | None:
         return "u-1" if request.headers.get("x-user") else None
 
-    with TestClient(create_app(authenticator=resolve)) as client:
+    with AsgiClient(create_app(authenticator=resolve)) as client:
         fields = {"socket_id": SOCKET_ID, "channel_name": CHANNEL}
         assert client.post("/realtime/auth", data=fields).status_code == 403
         allowed = client.post("/realtime/auth", data=fields, headers={"x-user": "1"})
@@ -110,7 +111,7 @@ def test_the_channel_policy_can_refuse_a_channel(websocket_service: None) -> Non
     app = create_app(
         authenticator=_fixed_user, channel_policy=lambda user, channel: channel.endswith("-own")
     )
-    with TestClient(app) as client:
+    with AsgiClient(app) as client:
         refused = client.post(
             "/realtime/auth", data={"socket_id": SOCKET_ID, "channel_name": CHANNEL}
         )
@@ -131,13 +132,13 @@ def test_the_channel_policy_can_refuse_a_channel(websocket_service: None) -> Non
         ({"socket_id": SOCKET_ID, "channel_name": "public-channel"}, 400),
     ],
 )
-def test_bad_auth_requests_get_400(client: TestClient, fields: dict[str, str], status: int) -> None:
+def test_bad_auth_requests_get_400(client: AsgiClient, fields: dict[str, str], status: int) -> None:
     response = client.post("/realtime/auth", data=fields)
     assert response.status_code == status
     assert "error" in response.json()
 
 
-def test_auth_rejects_other_content_types_and_bad_json(client: TestClient) -> None:
+def test_auth_rejects_other_content_types_and_bad_json(client: AsgiClient) -> None:
     plain = client.post(
         "/realtime/auth", content=b"socket_id=1", headers={"content-type": "text/plain"}
     )
@@ -156,7 +157,7 @@ def test_default_authenticator_takes_a_bearer_connection_token(
     register_service("websocket", create_websocket_service("mock"))
     token = issue_connection_token("user-42")
     fields = {"socket_id": SOCKET_ID, "channel_name": CHANNEL}
-    with TestClient(create_app()) as client:
+    with AsgiClient(create_app()) as client:
         missing = client.post("/realtime/auth", data=fields)
         forged = client.post(
             "/realtime/auth", data=fields, headers={"Authorization": f"Bearer {token}x"}
@@ -202,7 +203,7 @@ def test_a_signed_webhook_is_dispatched_to_the_handlers_of_its_events(
             {"name": "channel_vacated", "channel": "presence-team"},
         ]
     )
-    with TestClient(app) as client:
+    with AsgiClient(app) as client:
         response = client.post("/webhooks/pusher", content=body, headers=headers)
     assert response.status_code == 200
     assert response.json() == {"events": 2, "handled": 3}
@@ -215,7 +216,7 @@ def test_a_signed_webhook_is_dispatched_to_the_handlers_of_its_events(
 
 
 @pytest.mark.parametrize("problem", ["signature", "secret", "missing", "stale"])
-def test_a_webhook_that_is_not_valid_is_rejected_with_401(client: TestClient, problem: str) -> None:
+def test_a_webhook_that_is_not_valid_is_rejected_with_401(client: AsgiClient, problem: str) -> None:
     events = [{"name": "channel_occupied", "channel": "private-a"}]
     headers, body = _webhook(
         events, secret="wrong" if problem == "secret" else SECRET, age_s=900 * (problem == "stale")
@@ -235,7 +236,7 @@ def test_a_failing_webhook_handler_answers_500_so_the_sender_retries(
         raise RuntimeError("database down")
 
     headers, body = _webhook([{"name": "channel_occupied", "channel": "private-a"}])
-    with TestClient(create_app(webhook_handlers={"channel_occupied": [broken]})) as client:
+    with AsgiClient(create_app(webhook_handlers={"channel_occupied": [broken]})) as client:
         response = client.post("/webhooks/pusher", content=body, headers=headers)
     assert response.status_code == 500
     assert "database down" not in response.text
@@ -272,7 +273,7 @@ class _Probed(BaseService):
 def test_health_reports_the_registry_and_answers_503_when_unhealthy(
     state: HealthState | Exception, status: int
 ) -> None:
-    with override_service("websocket", _Probed(state)), TestClient(create_app()) as client:
+    with override_service("websocket", _Probed(state)), AsgiClient(create_app()) as client:
         response = client.get("/healthz")
     assert response.status_code == status
     report = response.json()
@@ -285,7 +286,7 @@ def test_health_is_503_when_the_websocket_service_is_not_configured(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("WEBSOCKET_PROVIDER", "apigateway")  # without its table and endpoint
-    with TestClient(create_app()) as client:
+    with AsgiClient(create_app()) as client:
         response = client.get("/healthz")
     assert response.status_code == 503
     assert "CONNECTIONS_TABLE" in response.json()["services"]["websocket"]["details"]["error"]
@@ -294,5 +295,5 @@ def test_health_is_503_when_the_websocket_service_is_not_configured(
 def test_the_module_level_app_serves_health() -> None:
     from milequest.web import app
 
-    with override_service("websocket", _Probed(HealthState.HEALTHY)), TestClient(app) as client:
+    with override_service("websocket", _Probed(HealthState.HEALTHY)), AsgiClient(app) as client:
         assert client.get("/healthz").status_code == 200
