@@ -241,3 +241,13 @@ def test_a_vanished_client_gets_its_disconnect_after_the_configured_delay() -> N
             return before, after
 
     assert run(scenario) == (False, True)
+
+
+def test_a_plain_http_request_gets_426_without_running_the_handlers() -> None:
+    async def scenario() -> tuple[int, int]:
+        async with gateway() as running, httpx.AsyncClient() as http:
+            url = running.gateway.url.replace("ws://", "http://") + "?token=good"
+            response = await http.get(url)
+            return response.status_code, len(running.recorder.events)
+
+    assert run(scenario) == (426, 0)

@@ -267,6 +267,9 @@ class WebSocketGateway:
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            # Not a WebSocket handshake: answer before the authorizer and $connect run.
+            return connection.respond(http.HTTPStatus.UPGRADE_REQUIRED, "Upgrade Required\n")
         parts = urlsplit(request.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         headers = dict(request.headers.raw_items())
