@@ -99,6 +99,13 @@ def test_bad_default_sender_and_unknown_override(monkeypatch: pytest.MonkeyPatch
     assert info.value.code is EmailErrorCode.CONFIGURATION
 
 
+def test_instance_argument_of_another_provider_is_a_configuration_error() -> None:
+    with pytest.raises(EmailError) as info:
+        create_email_service("smtp", client=object())
+    assert info.value.code is EmailErrorCode.CONFIGURATION
+    assert "client" in info.value.message
+
+
 def test_registry_serves_one_email_service(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMAIL_PROVIDER", "mock")
     service = get_service("email")

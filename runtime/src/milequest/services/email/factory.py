@@ -17,8 +17,12 @@ _PROVIDERS: dict[str, str] = {
     "smtp": "milequest.services.email.smtp:SmtpEmailService",
     "mock": "milequest.services.email.mock:MockEmailService",
 }
-# Arguments that configure the instance rather than the settings.
-_INSTANCE_ARGS = frozenset({"metrics", "client", "seed"})
+# Arguments that configure the instance rather than the settings, per provider.
+_INSTANCE_ARGS: dict[str, frozenset[str]] = {
+    "ses": frozenset({"metrics", "client"}),
+    "smtp": frozenset({"metrics"}),
+    "mock": frozenset({"metrics", "seed"}),
+}
 
 
 def create_email_service(provider: str | None = None, **overrides: Any) -> EmailService:
@@ -33,7 +37,8 @@ def create_email_service(provider: str | None = None, **overrides: Any) -> Email
 
     from .settings import PROVIDERS, RESERVED_PROVIDERS, EmailSettings
 
-    instance_args = {k: overrides.pop(k) for k in list(overrides) if k in _INSTANCE_ARGS}
+    known = frozenset().union(*_INSTANCE_ARGS.values())
+    instance_args = {k: overrides.pop(k) for k in list(overrides) if k in known}
     if provider is not None:
         overrides["email_provider"] = provider
     settings = load_settings(EmailSettings, EmailError, EmailErrorCode.CONFIGURATION, overrides)
@@ -48,6 +53,12 @@ def create_email_service(provider: str | None = None, **overrides: Any) -> Email
         raise EmailError(
             EmailErrorCode.CONFIGURATION,
             f"EMAIL_PROVIDER={name!r} is not a provider; valid: {', '.join(PROVIDERS)}",
+        )
+    unused = sorted(set(instance_args) - _INSTANCE_ARGS[name])
+    if unused:
+        raise EmailError(
+            EmailErrorCode.CONFIGURATION,
+            f"the {name} provider takes no {', '.join(unused)} argument",
         )
     module_name, _, class_name = _PROVIDERS[name].partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
