@@ -211,7 +211,10 @@ def create_console_app(stack: LocalStack) -> Starlette:
         return _error(exc, 400)
 
     async def service_error(request: Request, exc: Exception) -> JSONResponse:
-        status = 400 if str(getattr(exc, "code", "")).startswith("INVALID") else 502
+        # The service's own failures are 502; anything else it refused is the request's fault.
+        code = str(getattr(exc, "code", ""))
+        upstream = {"CONFIGURATION", "PROVIDER_UNAVAILABLE", "PROVIDER_ERROR", "RATE_LIMITED"}
+        status = 502 if code in upstream else 400
         return _error(exc, status)
 
     return Starlette(
