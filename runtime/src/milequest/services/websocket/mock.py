@@ -158,27 +158,31 @@ class MockWebSocketService(ConnectionService):
 
     # -- WebSocketService hooks --------------------------------------------------------------
 
+    def _publish(self, wanted: list[tuple[str, str, Any, str | None]]) -> tuple[int, int]:
+        """Deliver several (channel, event, data, excluded socket); delivered and excluded."""
+        self._enter()
+        delivered = excluded = 0
+        with self._lock:
+            for channel, event, data, exclude in wanted:
+                d, e = self._deliver(channel, event, data, exclude)
+                delivered, excluded = delivered + d, excluded + e
+        return delivered, excluded
+
     def _trigger(
         self, channels: list[str], event: str, data: Any, socket_id: str | None
     ) -> TriggerResult:
-        self._enter()
-        with self._lock:
-            delivered = excluded = 0
-            for channel in channels:
-                d, e = self._deliver(channel, event, data, socket_id)
-                delivered, excluded = delivered + d, excluded + e
+        delivered, excluded = self._publish([(c, event, data, socket_id) for c in channels])
         return TriggerResult(channels=channels, delivered=delivered, excluded=excluded)
 
     def _trigger_batch(self, events: list[BatchEvent]) -> TriggerResult:
-        self._enter()
-        with self._lock:
-            delivered = excluded = 0
-            for ev in events:
-                d, e = self._deliver(ev.channel, ev.name, ev.data, ev.socket_id)
-                delivered, excluded = delivered + d, excluded + e
-        channels = list(dict.fromkeys(e.channel for e in events))
+        delivered, excluded = self._publish(
+            [(e.channel, e.name, e.data, e.socket_id) for e in events]
+        )
         return TriggerResult(
-            channels=channels, events=len(events), delivered=delivered, excluded=excluded
+            channels=list(dict.fromkeys(e.channel for e in events)),
+            events=len(events),
+            delivered=delivered,
+            excluded=excluded,
         )
 
     def _channel_info(self, channel: str, attributes: tuple[str, ...]) -> ChannelInfo:
