@@ -14,8 +14,9 @@ models, email-validator and template rendering load on first use, not at cold st
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from milequest.services.lazy import lazy_attribute
 
 from .errors import EmailError, EmailErrorCode
 from .factory import create_email_service
@@ -85,12 +86,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(__name__, _LAZY, globals(), name)
 
 
 def __dir__() -> list[str]:
