@@ -68,6 +68,7 @@ class BaseService(ABC):
 
     @property
     def metrics(self) -> MetricsSink:
+        """Where this service's metrics go (the process-wide sink unless one was given)."""
         if self._metrics is None:
             self._metrics = default_sink()
         return self._metrics

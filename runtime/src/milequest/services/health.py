@@ -10,12 +10,15 @@ from pydantic import BaseModel, Field
 
 
 class HealthState(StrEnum):
+    """A service's health, from best to worst."""
+
     HEALTHY = "healthy"
     DEGRADED = "degraded"
     UNHEALTHY = "unhealthy"
 
     @property
     def rank(self) -> int:
+        """0 for healthy up to 2 for unhealthy: the worst state has the highest rank."""
         return _RANK[self]
 
 
@@ -33,6 +36,7 @@ class HealthStatus(BaseModel):
 
     @property
     def healthy(self) -> bool:
+        """Whether the status is ``healthy``."""
         return self.status is HealthState.HEALTHY
 
 

@@ -16,9 +16,8 @@ DEFAULT_NAMESPACE = "MileQuest"
 class MetricsSink(Protocol):
     """Where services put their metrics."""
 
-    def put(
-        self, name: str, value: float, unit: MetricUnit, dimensions: Mapping[str, str]
-    ) -> None: ...
+    def put(self, name: str, value: float, unit: MetricUnit, dimensions: Mapping[str, str]) -> None:
+        """Record one value of metric ``name`` with its dimensions."""
 
 
 class NoopSink:
@@ -57,6 +56,7 @@ class InMemorySink:
             ]
 
     def total(self, name: str, **dimensions: str) -> float:
+        """The sum of :meth:`values`."""
         return sum(self.values(name, **dimensions))
 
     def clear(self) -> None:

@@ -29,6 +29,8 @@ logger = logging.getLogger("milequest.services.email.events")
 
 
 class SesEventType(StrEnum):
+    """The normalized type of an SES event, whichever format it came in."""
+
     BOUNCE = "bounce"
     COMPLAINT = "complaint"
     DELIVERY = "delivery"
@@ -241,6 +243,7 @@ class EventReport:
     failed_suppressions: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
+        """Counts for logs and the handler's reply."""
         return {
             "events": len(self.events),
             "suppressed": len(self.suppressed),

@@ -105,9 +105,11 @@ class MockEmailService(LocalSuppression, EmailService):
             self._fail_next.append((code, count))
 
     def add_verified_email(self, address: str) -> None:
+        """Count ``address`` as a verified sender identity."""
         self.verified_emails.add(address_key(address))
 
     def add_verified_domain(self, domain: str) -> None:
+        """Count ``domain`` (and every address in it) as verified."""
         self.verified_domains.add(domain.lower())
         self.pending_domains.discard(domain.lower())
 

@@ -196,6 +196,7 @@ class EmailMessage(BaseModel):
     # -- helpers ---------------------------------------------------------------------------
 
     def recipients(self) -> list[str]:
+        """To, Cc and Bcc recipients, in that order."""
         return [*self.to, *self.cc, *self.bcc]
 
     def estimated_size(self) -> int:

@@ -59,10 +59,12 @@ class SendResult(_Result):
 
     @property
     def accepted(self) -> list[str]:
+        """Recipients the provider accepted."""
         return [r.address for r in self.recipients if r.status is RecipientStatus.SENT]
 
     @property
     def suppressed(self) -> list[str]:
+        """Recipients left out because they are on the suppression list."""
         return [r.address for r in self.recipients if r.status is RecipientStatus.SUPPRESSED]
 
 
@@ -111,6 +113,7 @@ class BulkSendResult(_Result):
         return self.total - self.succeeded
 
     def failures(self) -> list[BulkItemResult]:
+        """The results of the messages that failed."""
         return [r for r in self.results if not r.ok]
 
 

@@ -164,9 +164,11 @@ class EmailService(BaseService):
         return self._run("verify_domain", self._verify_domain_checked, domain)
 
     def get_verified_domains(self) -> list[str]:
+        """Domains the provider may send from."""
         return self._run("get_verified_domains", self._verified_domains)
 
     def get_verified_emails(self) -> list[str]:
+        """Addresses verified as senders (or, in the SES sandbox, as recipients)."""
         return self._run("get_verified_emails", self._verified_emails)
 
     def get_suppressed_emails(self) -> list[SuppressedEmail]:
