@@ -9,11 +9,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings
-
+from milequest.local.stack import LocalStackSettings
 from milequest.services.email.settings import EmailSettings
 from milequest.services.websocket.settings import WebSocketSettings
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
@@ -42,12 +42,12 @@ EXTRA_ROWS: list[tuple[str, str, str, str]] = [
 ]
 
 
-def _env_names(name: str, field: FieldInfo) -> str:
+def _env_names(prefix: str, name: str, field: FieldInfo) -> str:
     alias = field.validation_alias
     choices = getattr(alias, "choices", None)
     if choices:
         return " or ".join(str(c).upper() for c in choices)
-    return name.upper()
+    return f"{prefix}{name}".upper()
 
 
 def _default(field: FieldInfo) -> str:
@@ -60,8 +60,9 @@ def _default(field: FieldInfo) -> str:
 
 
 def _rows(section: str, model: type[BaseSettings]) -> list[tuple[str, str, str, str]]:
+    prefix = str(model.model_config.get("env_prefix", ""))
     return [
-        (section, _env_names(name, field), _default(field), field.description or "")
+        (section, _env_names(prefix, name, field), _default(field), field.description or "")
         for name, field in model.model_fields.items()
     ]
 
@@ -71,7 +72,12 @@ def _cell(text: str) -> str:
 
 
 def render() -> str:
-    rows = _rows("Email", EmailSettings) + _rows("WebSocket", WebSocketSettings) + EXTRA_ROWS
+    rows = (
+        _rows("Email", EmailSettings)
+        + _rows("WebSocket", WebSocketSettings)
+        + EXTRA_ROWS
+        + _rows("Local stack", LocalStackSettings)
+    )
     lines = ["| Area | Variable | Default | What it does |", "|---|---|---|---|"]
     lines += [f"| {a} | `{v}` | {_cell(d)} | {_cell(w)} |" for a, v, d, w in rows]
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -42,6 +43,17 @@ def test_a_busy_port_is_one_clear_line_and_a_non_zero_exit(busy_port: int, part:
     assert f"port {busy_port}" in done.stderr
     assert "already in use" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_an_invalid_variable_is_named_without_a_traceback() -> None:
+    env = {**os.environ, "LOCAL_AWS_PORT": "99999", "LOCAL_EMAIL_PROVIDER": "sendmail"}
+    done = subprocess.run(
+        [sys.executable, "-m", "milequest.local"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode != 0
+    assert "LOCAL_AWS_PORT" in done.stderr
+    assert "LOCAL_EMAIL_PROVIDER" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])

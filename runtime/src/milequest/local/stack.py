@@ -14,12 +14,14 @@ import os
 import socket
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
 import uvicorn
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
@@ -76,52 +78,37 @@ class LocalStackConfig:
     handlers and services read them there); the previous values come back on stop."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> LocalStackConfig:
-        """Defaults overridden by ``LOCAL_HOST``, ``LOCAL_AWS_PORT``, ``LOCAL_GATEWAY_PORT``,
-        ``LOCAL_MANAGEMENT_PORT``, ``LOCAL_HTTP_PORT``, ``LOCAL_SMTP_PORT``,
-        ``LOCAL_EMAIL_PROVIDER`` and ``LOCAL_IDLE_TIMEOUT``."""
-        env = os.environ if environ is None else environ
-        config = cls()
-        config.host = env.get("LOCAL_HOST", config.host)
-        for attr in ("aws_port", "gateway_port", "management_port", "http_port", "smtp_port"):
-            value = env.get(f"LOCAL_{attr.upper()}")
-            if value:
-                setattr(config, attr, _port(f"LOCAL_{attr.upper()}", value))
-        provider = env.get("LOCAL_EMAIL_PROVIDER")
-        if provider:
-            config.email_provider = _email_provider(provider)
-        idle = env.get("LOCAL_IDLE_TIMEOUT")
-        if idle:
-            config.idle_timeout = _positive("LOCAL_IDLE_TIMEOUT", idle)
-        return config
+    def from_env(cls) -> LocalStackConfig:
+        """Defaults overridden by the ``LOCAL_*`` variables (:class:`LocalStackSettings`).
+
+        Raises ``ValueError`` naming the variable when a value is invalid.
+        """
+        try:
+            env = LocalStackSettings()
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"LOCAL_{str(err['loc'][0]).upper()}: {err['msg']} (got {err.get('input')!r})"
+                for err in exc.errors()
+            )
+            raise ValueError(problems) from None
+        return cls(**env.model_dump())
 
 
-def _port(name: str, value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a port number, got {value!r}") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{name} must be between 0 and 65535, got {port}")
-    return port
+class LocalStackSettings(BaseSettings):
+    """The local stack's ``LOCAL_*`` variables (the command-line flags override them)."""
 
+    model_config = SettingsConfigDict(env_prefix="LOCAL_", extra="ignore")
 
-def _positive(name: str, value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
-    if number <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return number
-
-
-def _email_provider(value: str) -> EmailProvider:
-    if value == "smtp":
-        return "smtp"
-    if value == "ses":
-        return "ses"
-    raise ValueError(f"the email provider must be smtp or ses, got {value!r}")
+    host: str = Field("127.0.0.1", description="Interface the local stack listens on")
+    aws_port: int = Field(4566, ge=0, le=65535, description="Embedded AWS (moto); 0: any free")
+    gateway_port: int = Field(3001, ge=0, le=65535, description="WebSocket gateway")
+    management_port: int = Field(3002, ge=0, le=65535, description="Management API")
+    http_port: int = Field(8000, ge=0, le=65535, description="HTTP app and dev console")
+    smtp_port: int = Field(1025, ge=0, le=65535, description="SMTP sink")
+    email_provider: EmailProvider = Field("smtp", description="smtp (the sink) or ses")
+    idle_timeout: float = Field(
+        DEFAULT_IDLE_TIMEOUT, gt=0, description="Seconds before an idle WebSocket is closed"
+    )
 
 
 def bind_port(name: str, host: str, port: int) -> socket.socket:
