@@ -34,10 +34,6 @@ class LocalSuppressionList:
         with self._lock:
             return sorted(self._entries.values(), key=lambda e: e.address)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
 
 class LocalSuppression:
     """Mixin: the email service's suppression hooks served from a :class:`LocalSuppressionList`."""

@@ -46,14 +46,3 @@ class WebSocketError(ServiceError):
         "CONNECTION_GONE": "The connection is closed; it has been forgotten.",
         "INVALID_WEBHOOK": "Reject the request: its signature, key or timestamp is not valid.",
     }
-
-
-def error(
-    code: WebSocketErrorCode,
-    message: str,
-    *,
-    provider: str | None = None,
-    retryable: bool = False,
-) -> WebSocketError:
-    """Shorthand used by the module-level helpers that have no service instance."""
-    return WebSocketError(code, message, provider=provider, retryable=retryable)
