@@ -11,6 +11,7 @@ import pytest
 from milequest.services.websocket import (
     BatchEvent,
     ChannelUser,
+    ConnectionService,
     WebhookEvent,
     WebSocketError,
     WebSocketErrorCode,
@@ -286,6 +287,16 @@ def test_bad_auth_input(harness: Harness) -> None:
     with pytest.raises(WebSocketError) as err:
         harness.service.get_channel_info("a", attributes=None)  # type: ignore[arg-type]
     assert _code(err) is WebSocketErrorCode.INVALID_CHANNEL
+
+
+def test_connections_need_a_valid_user_id(harness: Harness) -> None:
+    service = harness.service
+    if not isinstance(service, ConnectionService):
+        pytest.skip("the provider holds no connections")
+    for user_id in (5, "", "u" * 201):
+        with pytest.raises(WebSocketError) as err:
+            service.connect(harness.new_socket_id(), user_id)  # type: ignore[arg-type]
+        assert _code(err) is WebSocketErrorCode.INVALID_USER
 
 
 def test_health_check(harness: Harness) -> None:

@@ -31,6 +31,8 @@ class WebSocketErrorCode(StrEnum):
 class WebSocketError(ServiceError):
     """Raised by every WebSocket provider; ``code`` is a :class:`WebSocketErrorCode`."""
 
+    code: WebSocketErrorCode
+
     hints: ClassVar[Mapping[str, str]] = {
         **COMMON_HINTS,
         "INVALID_CHANNEL": "Channel names match ^[-a-zA-Z0-9_=@,.;]+$ and have at most 200 "

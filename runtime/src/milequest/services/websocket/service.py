@@ -338,6 +338,8 @@ class ConnectionService(WebSocketService):
     def connect(self, connection_id: str, user_id: str | None = None) -> None:
         """Remember a new connection and the user it authenticated as."""
         self._check_socket_id(connection_id)
+        if user_id is not None and (not isinstance(user_id, str) or not 0 < len(user_id) <= 200):
+            raise self._error("INVALID_USER", f"user id must be 1-200 characters: {user_id!r}")
         self._run("connect", self._connect, connection_id, user_id)
 
     def disconnect(self, connection_id: str) -> None:
