@@ -194,49 +194,38 @@ def _server_context(tls_files: tuple[str, str]) -> ssl.SSLContext:
     return context
 
 
-@pytest.fixture(scope="session")
-def _smtp_plain() -> Iterator[SmtpServer]:
+def _serve(security: str, ca_file: str | None = None, **options: Any) -> Iterator[SmtpServer]:
     handler = SinkHandler()
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
     controller.start()
-    yield SmtpServer(handler, port, "none")
+    yield SmtpServer(handler, port, security, ca_file)
     controller.stop()
 
 
 @pytest.fixture(scope="session")
+def _smtp_plain() -> Iterator[SmtpServer]:
+    yield from _serve("none")
+
+
+@pytest.fixture(scope="session")
 def _smtp_starttls(tls_files: tuple[str, str]) -> Iterator[SmtpServer]:
-    handler = SinkHandler()
-    port = free_port()
-    controller = Controller(
-        handler,
-        hostname="127.0.0.1",
-        port=port,
+    yield from _serve(
+        "starttls",
+        tls_files[0],
         server_hostname="localhost",
         tls_context=_server_context(tls_files),
         require_starttls=True,
         authenticator=_authenticator,
         auth_required=True,
     )
-    controller.start()
-    yield SmtpServer(handler, port, "starttls", tls_files[0])
-    controller.stop()
 
 
 @pytest.fixture(scope="session")
 def _smtp_ssl(tls_files: tuple[str, str]) -> Iterator[SmtpServer]:
-    handler = SinkHandler()
-    port = free_port()
-    controller = Controller(
-        handler,
-        hostname="127.0.0.1",
-        port=port,
-        server_hostname="localhost",
-        ssl_context=_server_context(tls_files),
+    yield from _serve(
+        "ssl", tls_files[0], server_hostname="localhost", ssl_context=_server_context(tls_files)
     )
-    controller.start()
-    yield SmtpServer(handler, port, "ssl", tls_files[0])
-    controller.stop()
 
 
 @pytest.fixture

@@ -37,6 +37,16 @@ def _join(
     return cid
 
 
+def _service(table: str, endpoint: str, **options: Any) -> ApiGatewayWebSocketService:
+    return ApiGatewayWebSocketService(
+        table_name=table,
+        management_endpoint=endpoint,
+        app_key=APP_KEY,
+        app_secret=APP_SECRET,
+        **options,
+    )
+
+
 @pytest.fixture
 def no_scan(apigw: ApiGatewayWebSocketService) -> None:
     """Fail the test on any Scan: the provider must find everything with Query/GetItem."""
@@ -113,13 +123,8 @@ def test_throttling_is_retried_by_botocore(
 def test_persistent_throttling_is_rate_limited(
     table: str, management_endpoint: str, connections: ConnectionsState
 ) -> None:
-    apigw = ApiGatewayWebSocketService(
-        table_name=table,
-        management_endpoint=management_endpoint,
-        app_key=APP_KEY,
-        app_secret=APP_SECRET,
-        max_attempts=1,  # no botocore retry: the throttling surfaces at once
-    )
+    # No botocore retry: the throttling surfaces at once.
+    apigw = _service(table, management_endpoint, max_attempts=1)
     throttled = _join(apigw, "busy")
     fine = _join(apigw, "busy")
     connections.throttle[throttled] = 100
@@ -138,13 +143,7 @@ def test_persistent_throttling_is_rate_limited(
 def test_max_attempts_counts_the_first_call(
     table: str, management_endpoint: str, connections: ConnectionsState
 ) -> None:
-    apigw = ApiGatewayWebSocketService(
-        table_name=table,
-        management_endpoint=management_endpoint,
-        app_key=APP_KEY,
-        app_secret=APP_SECRET,
-        max_attempts=2,
-    )
+    apigw = _service(table, management_endpoint, max_attempts=2)
     cid = _join(apigw, "busy")
     connections.throttle[cid] = 100
     before = connections.requests
@@ -167,13 +166,7 @@ def test_forbidden_management_api_is_unauthorized(
 def test_unreachable_endpoint_is_provider_unavailable(table: str) -> None:
     from tests.conftest import free_port
 
-    svc = ApiGatewayWebSocketService(
-        table_name=table,
-        management_endpoint=f"http://127.0.0.1:{free_port()}/local",
-        app_key=APP_KEY,
-        app_secret=APP_SECRET,
-        max_attempts=1,
-    )
+    svc = _service(table, f"http://127.0.0.1:{free_port()}/local", max_attempts=1)
     _join(svc, "team")
     with pytest.raises(WebSocketError) as err:
         svc.trigger("team", "ev", 1)
@@ -186,12 +179,7 @@ def test_missing_table_is_a_typed_error_and_unhealthy(
     moto_endpoint: str, management_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", moto_endpoint)
-    svc = ApiGatewayWebSocketService(
-        table_name="no-such-table",
-        management_endpoint=management_endpoint,
-        app_key=APP_KEY,
-        app_secret=APP_SECRET,
-    )
+    svc = _service("no-such-table", management_endpoint)
     with pytest.raises(WebSocketError) as err:
         svc.trigger("team", "ev", 1)
     assert err.value.code is WebSocketErrorCode.PROVIDER_ERROR
