@@ -33,17 +33,26 @@ class TemplateSource:
 
 def template_names() -> list[str]:
     """Names of the packaged templates (folders holding a ``subject.hbs``)."""
+    return list(_names())
+
+
+# The package's files do not change while the process runs: list and read them once.
+@functools.cache
+def _names() -> tuple[str, ...]:
     root = resources.files(TEMPLATE_PACKAGE)
-    return sorted(
-        entry.name
-        for entry in root.iterdir()
-        if entry.is_dir() and entry.joinpath("subject.hbs").is_file()
+    return tuple(
+        sorted(
+            entry.name
+            for entry in root.iterdir()
+            if entry.is_dir() and entry.joinpath("subject.hbs").is_file()
+        )
     )
 
 
+@functools.cache
 def load_template_source(name: str) -> TemplateSource | None:
     """The sources of template ``name``, or None when there is no such template."""
-    if name not in template_names():
+    if name not in _names():
         return None
     folder = resources.files(TEMPLATE_PACKAGE).joinpath(name)
     parts = {part: _read(folder.joinpath(f"{part}.hbs")) for part in PARTS}
