@@ -326,3 +326,4 @@ def test_initialize_creates_from_the_environment(monkeypatch: pytest.MonkeyPatch
     services = initialize_services(["email"])
     assert services["email"].provider_name == "mock"
     assert get_service("email") is services["email"]
+    assert initialize_services([]) == {}

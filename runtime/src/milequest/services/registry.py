@@ -57,7 +57,7 @@ def get_service(name: str) -> Any:
 
 def initialize_services(names: Iterable[str] | None = None) -> dict[str, BaseService]:
     """Create the named services (all by default) now, so configuration errors surface early."""
-    return {name: get_service(name) for name in (names or _FACTORIES)}
+    return {name: get_service(name) for name in (_FACTORIES if names is None else names)}
 
 
 def register_service(name: str, service: BaseService) -> None:
