@@ -107,6 +107,10 @@ def test_provider_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             "APIGW_MANAGEMENT_ENDPOINT",
         ),
         ({"WEBSOCKET_FANOUT_CONCURRENCY": "0"}, "WEBSOCKET_FANOUT_CONCURRENCY"),
+        (
+            {"WEBSOCKET_PROVIDER": "mock", "WEBSOCKET_WEBHOOK_URL": "file:///etc/passwd"},
+            "WEBSOCKET_WEBHOOK_URL",
+        ),
     ],
 )
 def test_bad_configuration(

@@ -64,7 +64,9 @@ class WebSocketSettings(ServiceSettings):
         default=None, description="Secret with JSON key / secret (instead of the two above)"
     )
     websocket_webhook_url: str | None = Field(
-        default=None, description="Where the handlers POST Pusher-format webhooks"
+        default=None,
+        pattern=r"^https?://",
+        description="Where the handlers POST Pusher-format webhooks",
     )
     websocket_fanout_concurrency: int = Field(
         default=64, ge=1, le=1000, description="Parallel post_to_connection calls"
