@@ -57,6 +57,8 @@ class EmailStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self.config = config
+        # SES template names are unique per account and region, like the environments' stacks.
+        self.template_prefix = f"{config.resource_prefix}-"
         self.configuration_set = ses.ConfigurationSet(
             self,
             "ConfigurationSet",
@@ -283,24 +285,26 @@ class EmailStack(Stack):
             "AWS_SES_REGION": self.region,
             "SES_SANDBOX": "true" if config.ses_sandbox else "false",
             "SES_CONFIGURATION_SET": self.configuration_set.configuration_set_name,
+            "SES_TEMPLATE_PREFIX": self.template_prefix,
         }
 
     # Templates and sending -------------------------------------------------------------
 
     def _templates(self) -> list[str]:
+        """The runtime's template files as SES templates, named with the environment's prefix."""
         names = []
         for name, source in sorted(load_template_sources().items()):
             ses.CfnTemplate(
                 self,
                 f"Template-{name}",
                 template=ses.CfnTemplate.TemplateProperty(
-                    template_name=name,
+                    template_name=self.template_prefix + name,
                     subject_part=source.subject,
                     html_part=source.html,
                     text_part=source.text,
                 ),
             )
-            names.append(name)
+            names.append(self.template_prefix + name)
         return names
 
     def _sender_policy(self) -> iam.ManagedPolicy:

@@ -53,6 +53,7 @@ def test_task_runs_the_image_asset_with_runtime_configuration(synthesized: Synth
     for name in (
         "EMAIL_PROVIDER",
         "SES_CONFIGURATION_SET",
+        "SES_TEMPLATE_PREFIX",
         "WEBSOCKET_PROVIDER",
         "CONNECTIONS_TABLE",
         "APIGW_MANAGEMENT_ENDPOINT",

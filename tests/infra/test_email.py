@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -183,17 +184,32 @@ def test_event_handler_subscribed_with_dead_letter_queue(
 
 @pytest.mark.parametrize("env", ENVS)
 def test_templates_are_the_runtime_files(synthesized: Synthesized, env: str) -> None:
+    prefix = f"milequest-{env}-"
     deployed = {
         r["Properties"]["Template"]["TemplateName"]: r["Properties"]["Template"]
         for r in resources(_email(synthesized, env), "AWS::SES::Template").values()
     }
     sources = load_template_sources()
     assert "welcome" in sources
-    assert set(deployed) == set(sources)
+    assert set(deployed) == {prefix + name for name in sources}
     for name, source in sources.items():
-        assert deployed[name]["SubjectPart"] == source.subject
-        assert deployed[name]["HtmlPart"] == source.html
-        assert deployed[name]["TextPart"] == source.text
+        assert deployed[prefix + name]["SubjectPart"] == source.subject
+        assert deployed[prefix + name]["HtmlPart"] == source.html
+        assert deployed[prefix + name]["TextPart"] == source.text
+    # The runtime sends with the same prefix.
+    (handler,) = resources(_email(synthesized, env), "AWS::Lambda::Function").values()
+    assert handler["Properties"]["Environment"]["Variables"]["SES_TEMPLATE_PREFIX"] == prefix
+
+
+def test_template_names_do_not_collide_across_environments(synthesized: Synthesized) -> None:
+    """SES template names are unique per account and region, which environments may share."""
+    names = [
+        r["Properties"]["Template"]["TemplateName"]
+        for env in ENVS
+        for r in resources(_email(synthesized, env), "AWS::SES::Template").values()
+    ]
+    assert len(names) == len(set(names)) == len(ENVS) * len(load_template_sources())
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) for name in names)
 
 
 @pytest.mark.parametrize("env", ENVS)

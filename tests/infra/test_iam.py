@@ -73,5 +73,5 @@ def test_ses_send_scoped_to_identity_configuration_set_and_templates(
     assert "*" not in send[0]["Resource"]
     assert any(":identity/" in r for r in resources)
     assert sum(":configuration-set/" in r for r in resources) == 1
-    assert any(r.endswith(':template/welcome"]]}') for r in resources)
+    assert any(r.endswith(f':template/milequest-{env}-welcome"]]}}') for r in resources)
     assert all(not r.endswith('/*"]]}') for r in resources)
