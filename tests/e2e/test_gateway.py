@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -164,6 +166,18 @@ def test_the_authorizer_decides_401_or_403() -> None:
     assert run(scenario) == [401, 403]
 
 
+def test_a_path_other_than_the_stage_is_forbidden_before_the_authorizer() -> None:
+    async def scenario() -> tuple[int, int]:
+        async with gateway() as running:
+            other = running.gateway.url.removesuffix("/local") + "/prod?token=good"
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(other):
+                    pass
+            return refused.value.response.status_code, len(running.recorder.events)
+
+    assert run(scenario) == (403, 0)
+
+
 def test_a_failing_route_handler_answers_like_api_gateway() -> None:
     async def scenario() -> dict[str, Any]:
         async with gateway() as running, connect(running.gateway.url + "?token=good") as ws:
@@ -251,3 +265,36 @@ def test_a_plain_http_request_gets_426_without_running_the_handlers() -> None:
             return response.status_code, len(running.recorder.events)
 
     assert run(scenario) == (426, 0)
+
+
+def test_stopping_keeps_the_event_loop_free_for_a_disconnect_still_running() -> None:
+    """A delayed ``$disconnect`` still running at stop can reach the loop (its API) in time."""
+
+    async def scenario() -> bool:
+        loop = asyncio.get_running_loop()
+        started, reached = threading.Event(), threading.Event()
+
+        async def on_loop() -> None:
+            reached.set()
+
+        def slow_disconnect(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            started.set()
+            time.sleep(0.3)  # a slow call, still running when the gateway stops
+            # As a handler posting to the management API would: it needs the loop to answer.
+            with contextlib.suppress(TimeoutError):
+                asyncio.run_coroutine_threadsafe(on_loop(), loop).result(timeout=5)
+            return {"statusCode": 200}
+
+        recorder = Recorder()
+        handlers = WebSocketHandlers(
+            recorder.authorize, recorder.on_connect, slow_disconnect, recorder.on_message
+        )
+        gw = WebSocketGateway(handlers, GatewayConfig(lost_disconnect_delay=0.05))
+        await gw.start(_listening())
+        ws = await connect(gw.url + "?token=good")
+        ws.transport.abort()
+        assert await asyncio.to_thread(started.wait, 10)
+        await gw.stop()
+        return reached.is_set()
+
+    assert run(scenario) is True

@@ -20,6 +20,7 @@ import os
 import socket
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -148,7 +149,11 @@ class WebSocketGateway:
         self._handlers: WebSocketHandlers | None = None
         self.connections: dict[str, GatewayConnection] = {}
         self.deliveries: deque[Delivery] = deque(maxlen=200)
-        self._pending: dict[ServerConnection, _Pending] = {}
+        # Handshakes $connect accepted; one whose client vanishes before the upgrade never
+        # reaches _serve_connection, and its entry goes with the connection object.
+        self._pending: weakref.WeakKeyDictionary[ServerConnection, _Pending] = (
+            weakref.WeakKeyDictionary()
+        )
         self._server: Server | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -213,7 +218,8 @@ class WebSocketGateway:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            # Off the loop: a handler still running may need it (the management API).
+            await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
 
     # -- management API operations ---------------------------------------------------------
 
@@ -271,6 +277,9 @@ class WebSocketGateway:
             # Not a WebSocket handshake: answer before the authorizer and $connect run.
             return connection.respond(http.HTTPStatus.UPGRADE_REQUIRED, "Upgrade Required\n")
         parts = urlsplit(request.path)
+        if parts.path.rstrip("/") != f"/{self.config.stage}":
+            # API Gateway serves a WebSocket API only at its stage's path.
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "Forbidden\n")
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         headers = dict(request.headers.raw_items())
         connection_id = new_connection_id()
@@ -436,11 +445,6 @@ class WebSocketGateway:
         while True:
             await asyncio.sleep(interval)
             now = time.time()
-            # A handshake accepted by $connect whose client vanished before the upgrade
-            # completed never reaches the handler; forget it (its record expires by TTL).
-            for websocket, pending in list(self._pending.items()):
-                if now - pending.connected_at > HANDSHAKE_TIMEOUT + 5:
-                    self._pending.pop(websocket, None)
             for conn in list(self.connections.values()):
                 idle = now - conn.last_active > self.config.idle_timeout
                 expired = now - conn.connected_at > self.config.max_lifetime
