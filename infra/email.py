@@ -68,24 +68,12 @@ class EmailStack(Stack):
             tls_policy=ses.ConfigurationSetTlsPolicy.REQUIRE,
             sending_enabled=True,
         )
-        self.zone = (
-            route53.PublicHostedZone.from_hosted_zone_attributes(
-                self,
-                "Zone",
-                hosted_zone_id=config.hosted_zone.zone_id,
-                zone_name=config.hosted_zone.zone_name,
-            )
-            if config.hosted_zone
-            else None
-        )
+        # Identity.public_hosted_zone would verify the zone's apex, not a subdomain in it:
+        # the records are published by _dns instead.
         self.domain_identity = ses.EmailIdentity(
             self,
             "DomainIdentity",
-            identity=(
-                ses.Identity.public_hosted_zone(self.zone)
-                if self.zone
-                else ses.Identity.domain(config.domain)
-            ),
+            identity=ses.Identity.domain(config.domain),
             mail_from_domain=config.mail_from_domain,
             configuration_set=self.configuration_set,
             dkim_signing=True,
@@ -131,52 +119,54 @@ class EmailStack(Stack):
     # DNS ------------------------------------------------------------------------------
 
     def _dns(self) -> None:
-        """Publish DMARC in the zone, or output every record the domain owner must publish."""
+        """DKIM, MAIL FROM and DMARC records: in the hosted zone, else outputs to publish."""
         config = self.config
-        if self.zone is not None:
-            # EmailIdentity creates the DKIM CNAMEs and the MAIL FROM MX / SPF records.
-            route53.TxtRecord(
-                self,
-                "Dmarc",
-                zone=self.zone,
-                record_name=f"_dmarc.{config.domain}",
-                values=[f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{config.domain}"],
-            )
-            return
-        identity = self.domain_identity
-        dkim = [
-            (identity.dkim_dns_token_name1, identity.dkim_dns_token_value1),
-            (identity.dkim_dns_token_name2, identity.dkim_dns_token_value2),
-            (identity.dkim_dns_token_name3, identity.dkim_dns_token_value3),
-        ]
-        for index, (name, value) in enumerate(dkim, start=1):
-            CfnOutput(
-                self,
-                f"DkimRecord{index}",
-                description="Easy DKIM: publish this CNAME record (name CNAME value)",
-                value=f"{name} CNAME {value}",
-            )
-        CfnOutput(
-            self,
-            "MailFromMxRecord",
-            description="Custom MAIL FROM: publish this MX record",
-            value=f"{config.mail_from_domain} MX 10 feedback-smtp.{self.region}.amazonses.com",
-        )
-        CfnOutput(
-            self,
-            "MailFromSpfRecord",
-            description="Custom MAIL FROM: publish this TXT (SPF) record",
-            value=f'{config.mail_from_domain} TXT "v=spf1 include:amazonses.com ~all"',
-        )
-        CfnOutput(
-            self,
-            "DmarcRecord",
-            description="Recommended DMARC policy: publish this TXT record",
-            value=(
-                f'_dmarc.{config.domain} TXT "v=DMARC1; p=quarantine; '
-                f'rua=mailto:postmaster@{config.domain}"'
+        dmarc = f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{config.domain}"
+        records = [
+            *(
+                (f"DkimRecord{index}", "Easy DKIM", record.name, "CNAME", record.value)
+                for index, record in enumerate(self.domain_identity.dkim_records, start=1)
             ),
-        )
+            (
+                "MailFromMxRecord",
+                "Custom MAIL FROM",
+                config.mail_from_domain,
+                "MX",
+                f"10 feedback-smtp.{self.region}.amazonses.com",
+            ),
+            (
+                "MailFromSpfRecord",
+                "Custom MAIL FROM (SPF)",
+                config.mail_from_domain,
+                "TXT",
+                '"v=spf1 include:amazonses.com ~all"',
+            ),
+            (
+                "DmarcRecord",
+                "Recommended DMARC policy",
+                f"_dmarc.{config.domain}",
+                "TXT",
+                f'"{dmarc}"',
+            ),
+        ]
+        for construct_id, purpose, name, record_type, value in records:
+            if config.hosted_zone is None:
+                CfnOutput(
+                    self,
+                    construct_id,
+                    description=f"{purpose}: publish this {record_type} record",
+                    value=f"{name} {record_type} {value}",
+                )
+            else:
+                route53.CfnRecordSet(
+                    self,
+                    construct_id,
+                    hosted_zone_id=config.hosted_zone.zone_id,
+                    name=name,
+                    type=record_type,
+                    resource_records=[value],
+                    ttl="1800",
+                )
 
     # Event pipeline -------------------------------------------------------------------
 

@@ -66,17 +66,27 @@ def test_sender_identities_only_in_sandbox(synthesized: Synthesized) -> None:
 
 def test_hosted_zone_gets_dkim_mail_from_and_dmarc_records(zoned: Synthesized) -> None:
     template = zoned.template_json("staging", "Email")
+    # The zone is the parent domain: the identity is still the environment's own domain.
+    identities = {
+        lid: r["Properties"]["EmailIdentity"]
+        for lid, r in resources(template, "AWS::SES::EmailIdentity").items()
+    }
+    (identity_id,) = [lid for lid, name in identities.items() if name == "staging.milequest.app"]
     records = [r["Properties"] for r in resources(template, "AWS::Route53::RecordSet").values()]
     assert all(r["HostedZoneId"] == ZONE_ID for r in records)
     by_type: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         by_type.setdefault(record["Type"], []).append(record)
-    assert len(by_type["CNAME"]) == 3
+    assert {json.dumps(r["Name"]) for r in by_type["CNAME"]} == {
+        json.dumps({"Fn::GetAtt": [identity_id, f"DkimDNSTokenName{i}"]}) for i in (1, 2, 3)
+    }
     (mx,) = by_type["MX"]
-    assert mx["Name"] == "mail.staging.milequest.app."
-    assert "feedback-smtp.eu-west-1.amazonses.com" in str(mx["ResourceRecords"])
-    txt_names = {r["Name"] for r in by_type["TXT"]}
-    assert txt_names == {"mail.staging.milequest.app.", "_dmarc.staging.milequest.app."}
+    assert mx["Name"] == "mail.staging.milequest.app"
+    assert mx["ResourceRecords"] == ["10 feedback-smtp.eu-west-1.amazonses.com"]
+    txt = {r["Name"]: r["ResourceRecords"] for r in by_type["TXT"]}
+    assert txt["mail.staging.milequest.app"] == ['"v=spf1 include:amazonses.com ~all"']
+    assert txt["_dmarc.staging.milequest.app"][0].startswith('"v=DMARC1; p=quarantine;')
+    assert len(txt) == 2
     assert "DkimRecord1" not in template.get("Outputs", {})
 
 
