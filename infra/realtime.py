@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, SecretValue, Stack
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, SecretValue, Stack
 from aws_cdk import aws_apigateway as apigw_v1
 from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
@@ -344,6 +344,10 @@ class RealtimeStack(Stack):
             "AmazonAPIGatewayPushToCloudWatchLogs",
         )
         account = apigw_v1.CfnAccount(self, "ApiGatewayAccount", cloud_watch_role_arn=role.role_arn)
+        # The setting outlives this stack: deleting the role would break the logging of every
+        # other stage in the account and region (what RestApi's cloudWatchRole does too).
+        role.apply_removal_policy(RemovalPolicy.RETAIN)
+        account.apply_removal_policy(RemovalPolicy.RETAIN)
         return account
 
     def _grants(self) -> None:

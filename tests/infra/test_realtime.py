@@ -88,9 +88,12 @@ def test_stage_access_logs_throttling_auto_deploy(synthesized: Synthesized, env:
     settings = stage["DefaultRouteSettings"]
     assert settings["ThrottlingRateLimit"] == config.websocket_throttle.rate_limit
     assert settings["ThrottlingBurstLimit"] == config.websocket_throttle.burst_limit
-    # Stage logging needs API Gateway's account-level CloudWatch role.
-    account = only(template, "AWS::ApiGateway::Account")
-    assert "CloudWatchRoleArn" in account
+    # Stage logging needs API Gateway's account-level CloudWatch role, which is shared by
+    # every stage in the account and region: it stays when a (dev) stack is destroyed.
+    (account,) = resources(template, "AWS::ApiGateway::Account").values()
+    role_id = account["Properties"]["CloudWatchRoleArn"]["Fn::GetAtt"][0]
+    assert account["DeletionPolicy"] == "Retain"
+    assert template["Resources"][role_id]["DeletionPolicy"] == "Retain"
 
 
 @pytest.mark.parametrize("env", ENVS)
