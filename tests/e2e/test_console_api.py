@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
 from milequest.local import LocalStack
+from milequest.local.gateway import Delivery
 from milequest.services.websocket import verify_connection_token
 
 from .conftest import stack_config
@@ -15,11 +19,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def console() -> Iterator[httpx.Client]:
-    with (
-        LocalStack(stack_config()) as stack,
-        httpx.Client(base_url=stack.urls["console"], timeout=30) as client,
-    ):
+def stack() -> Iterator[LocalStack]:
+    with LocalStack(stack_config()) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def console(stack: LocalStack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.urls["console"], timeout=30) as client:
         yield client
 
 
@@ -32,6 +39,7 @@ def console() -> Iterator[httpx.Client]:
         ("api/email", {"subject": "no recipient"}),
         ("api/email", {"to": "not-an-address"}),
         ("api/email", {"to": "a@runners.example", "template": "no-such-template"}),
+        ("api/email", {"to": "a@runners.example", "template": "welcome", "template_data": "{"}),
         ("api/simulate", {"address": "a@runners.example", "kind": "delivery"}),
     ],
 )
@@ -59,3 +67,28 @@ def test_a_trigger_without_subscribers_reports_no_deliveries(console: httpx.Clie
     response = console.post("api/trigger", json={"channel": "empty", "event": "e", "data": "{}"})
     assert response.status_code == 200
     assert response.json()["delivered"] == 0
+
+
+@dataclass(frozen=True)
+class _DeliveryDuringRead:
+    """A delivery whose description lets the gateway record another one meanwhile."""
+
+    deliveries: deque[Any]
+
+    def describe(self) -> dict[str, Any]:
+        self.deliveries.append(Delivery(0.0, "other", "frame sent meanwhile"))
+        return {"at": "", "connection_id": "second", "data": ""}
+
+
+def test_the_state_survives_deliveries_recorded_while_it_is_read(
+    stack: LocalStack, console: httpx.Client
+) -> None:
+    deliveries = stack.gateway.deliveries
+    deliveries.append(Delivery(0.0, "first", "an earlier frame"))
+    deliveries.append(_DeliveryDuringRead(deliveries))  # type: ignore[arg-type]
+    try:
+        response = console.get("api/state")
+    finally:
+        deliveries.clear()
+    assert response.status_code == 200
+    assert response.json()["deliveries"][-1]["connection_id"] == "first"

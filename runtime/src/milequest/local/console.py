@@ -110,26 +110,37 @@ def create_console_app(stack: LocalStack) -> Starlette:
     async def index(request: Request) -> HTMLResponse:
         return HTMLResponse(page)
 
-    def state() -> dict[str, Any]:
-        connections = stack.gateway.snapshot()
+    def stored(connection_ids: list[str]) -> dict[str, Any]:
         try:
-            subs = _subscriptions(stack, [c["connection_id"] for c in connections])
+            subs = _subscriptions(stack, connection_ids)
         except Exception:
             subs = {}
-        for conn in connections:
-            conn["channels"] = subs.get(conn["connection_id"], [])
         return {
-            "urls": stack.urls,
-            "email_provider": stack.config.email_provider,
-            "connections": connections,
-            "deliveries": [d.describe() for d in reversed(stack.gateway.deliveries)],
-            "webhooks": list(reversed(stack.webhooks)),
+            "subscriptions": subs,
             "emails": list(reversed(stack.emails())),
             "suppressed": _suppressed(),
         }
 
     async def api_state(request: Request) -> JSONResponse:
-        return JSONResponse(await run_in_threadpool(state))
+        # The gateway's state is read here, on its own event loop, where it cannot change
+        # mid-read; only the boto3 calls go to a worker thread.
+        connections = stack.gateway.snapshot()
+        deliveries = list(stack.gateway.deliveries)
+        webhooks = list(stack.webhooks)
+        found = await run_in_threadpool(stored, [c["connection_id"] for c in connections])
+        for conn in connections:
+            conn["channels"] = found["subscriptions"].get(conn["connection_id"], [])
+        return JSONResponse(
+            {
+                "urls": stack.urls,
+                "email_provider": stack.config.email_provider,
+                "connections": connections,
+                "deliveries": [d.describe() for d in reversed(deliveries)],
+                "webhooks": webhooks[::-1],
+                "emails": found["emails"],
+                "suppressed": found["suppressed"],
+            }
+        )
 
     async def api_token(request: Request) -> JSONResponse:
         user = request.query_params.get("user_id") or CONSOLE_USER
@@ -161,13 +172,16 @@ def create_console_app(stack: LocalStack) -> Starlette:
         body = await _json_body(request)
         to = _text(body, "to")
         template = body.get("template") or None
+        data = body.get("template_data") or {}
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError as exc:
+                raise BadRequestError(f"template_data must be JSON: {exc}") from None
 
         def send() -> Any:
             service = get_service("email")
             if template:
-                data = body.get("template_data") or {}
-                if isinstance(data, str):
-                    data = json.loads(data or "{}")
                 result = service.send_templated_email(str(template), to, data)
             else:
                 result = service.send_email(
@@ -180,10 +194,7 @@ def create_console_app(stack: LocalStack) -> Starlette:
                 )
             return _jsonable(_plain(result))
 
-        try:
-            return JSONResponse(await run_in_threadpool(send))
-        except ValueError as exc:
-            raise BadRequestError(f"template_data must be JSON: {exc}") from None
+        return JSONResponse(await run_in_threadpool(send))
 
     async def api_simulate(request: Request) -> JSONResponse:
         body = await _json_body(request)
