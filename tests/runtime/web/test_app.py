@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
 import pytest
@@ -297,3 +297,24 @@ def test_the_module_level_app_serves_health() -> None:
 
     with override_service("websocket", _Probed(HealthState.HEALTHY)), AsgiClient(app) as client:
         assert client.get("/healthz").status_code == 200
+
+
+# -- request body limits ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/realtime/auth", "/webhooks/pusher"])
+def test_a_body_over_the_limit_is_413_even_without_a_content_length(
+    client: AsgiClient, path: str
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"socket_id=1234.1234&channel_name=private-foobar&pad="
+        for _ in range(300):
+            yield b"x" * 4096  # 1.2 MB in all, sent chunked
+
+    response = client.post(
+        path,
+        content=chunks(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413

@@ -10,9 +10,11 @@ from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Message
 
 from milequest.services.errors import ServiceError
 from milequest.services.health import HealthState
@@ -32,6 +34,7 @@ logger = logging.getLogger("milequest.web")
 
 DEFAULT_HEALTH_SERVICES: tuple[str, ...] = ("websocket",)
 MAX_AUTH_BODY_BYTES = 16 * 1024
+MAX_WEBHOOK_BODY_BYTES = 1024 * 1024
 
 # Error codes of the services that mean "the caller sent something wrong".
 _CLIENT_ERROR_CODES = frozenset(
@@ -58,11 +61,27 @@ def _service_error_response(exc: ServiceError) -> JSONResponse:
     return _error(503 if exc.retryable else 500, "the service failed", code)
 
 
+async def _buffered(request: Request, limit: int) -> Request:
+    """``request`` with its body read; HTTP 413 past ``limit`` bytes.
+
+    The body is counted as it arrives, so a chunked request (no Content-Length) cannot
+    make the app buffer more than ``limit``.
+    """
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, "request body too large")
+
+    async def replay() -> Message:
+        return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+    return Request(request.scope, replay)
+
+
 async def _auth_fields(request: Request) -> dict[str, str] | JSONResponse:
     """``socket_id``/``channel_name`` from a form (as pusher-js posts them) or JSON body."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if int(request.headers.get("content-length") or 0) > MAX_AUTH_BODY_BYTES:
-        return _error(413, "request body too large")
     fields: Mapping[str, Any]
     if content_type == "application/json":
         try:
@@ -73,7 +92,7 @@ async def _auth_fields(request: Request) -> dict[str, str] | JSONResponse:
             return _error(400, "body must be a JSON object")
         fields = parsed
     elif content_type in {"application/x-www-form-urlencoded", "multipart/form-data"}:
-        form = await request.form()
+        form = await request.form(max_files=0)
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
     else:
         return _error(415, "send application/x-www-form-urlencoded or application/json")
@@ -133,6 +152,7 @@ def create_app(
         return JSONResponse(report.model_dump(mode="json"), status_code=status)
 
     async def realtime_auth(request: Request) -> JSONResponse:
+        request = await _buffered(request, MAX_AUTH_BODY_BYTES)
         fields = await _auth_fields(request)
         if isinstance(fields, JSONResponse):
             return fields
@@ -152,6 +172,7 @@ def create_app(
         return JSONResponse(signed)
 
     async def pusher_webhook(request: Request) -> JSONResponse:
+        request = await _buffered(request, MAX_WEBHOOK_BODY_BYTES)
         body = await request.body()
         try:
             service = await run_in_threadpool(_websocket)
@@ -166,8 +187,13 @@ def create_app(
             return _error(500, f"{failed} webhook handler(s) failed")
         return JSONResponse({"events": len(events), "handled": handled})
 
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        return _error(exc.status_code, exc.detail)
+
     app = Starlette(
         debug=debug,
+        exception_handlers={HTTPException: http_error},
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/realtime/auth", realtime_auth, methods=["POST"]),
