@@ -23,6 +23,8 @@ from .realtime import RealtimeStack
 BOUNCE_RATE_THRESHOLD = 0.05
 COMPLAINT_RATE_THRESHOLD = 0.001
 API_ERRORS_THRESHOLD = 5
+AUTHORIZER_REFUSAL_RATE = 0.5
+AUTHORIZER_MIN_INVOCATIONS = 20
 FIVE_MINUTES = Duration.minutes(5)
 
 
@@ -61,12 +63,14 @@ class ObservabilityStack(Stack):
         }
         self._email_alarms()
         for name, fn in functions.items():
-            self._alarm(
-                f"{name}Errors",
-                fn.function.metric_errors(period=FIVE_MINUTES, statistic="Sum"),
-                threshold=1,
-                description=f"{fn.function.function_name} raised errors",
-            )
+            if fn is not realtime.authorizer_function:
+                self._alarm(
+                    f"{name}Errors",
+                    fn.function.metric_errors(period=FIVE_MINUTES, statistic="Sum"),
+                    threshold=1,
+                    description=f"{fn.function.function_name} raised errors",
+                )
+        self._authorizer_alarm(realtime.authorizer_function)
         dlq_depth = email.dead_letter_queue.metric_approximate_number_of_messages_visible(
             period=FIVE_MINUTES, statistic="Maximum"
         )
@@ -155,6 +159,33 @@ class ObservabilityStack(Stack):
         alarm.add_ok_action(actions.SnsAction(self.alarm_topic))
         self.alarms.append(alarm)
         return alarm
+
+    def _authorizer_alarm(self, authorizer: RuntimeFunction) -> None:
+        """Alarm when most connection attempts are refused, not on each refusal.
+
+        The authorizer refuses a bad token by raising ``Unauthorized`` (API Gateway's 401),
+        which Lambda counts as an error: single errors are clients, not faults.
+        """
+        fn = authorizer.function
+        self._alarm(
+            "WsAuthorizerRefusals",
+            cloudwatch.MathExpression(
+                expression=(
+                    f"IF(invocations >= {AUTHORIZER_MIN_INVOCATIONS}, errors / invocations, 0)"
+                ),
+                using_metrics={
+                    "errors": fn.metric_errors(statistic="Sum"),
+                    "invocations": fn.metric_invocations(statistic="Sum"),
+                },
+                label="Share of WebSocket connections refused",
+                period=FIVE_MINUTES,
+            ),
+            threshold=AUTHORIZER_REFUSAL_RATE,
+            description=(
+                "Most WebSocket connection attempts are refused: the token verifier or the "
+                "app secret is likely broken"
+            ),
+        )
 
     def _email_alarms(self) -> None:
         self._alarm(

@@ -47,18 +47,41 @@ def test_function_dlq_and_api_alarms_notify_the_alarm_topic(
     for alarm in alarms.values():
         assert alarm["AlarmActions"] == [{"Ref": topic_id}]
     errors = [a for a in alarms.values() if a.get("MetricName") == "Errors"]
-    assert len(errors) == 5
+    assert len(errors) == 4
     assert all(a["Namespace"] == "AWS/Lambda" and a["Threshold"] == 1 for a in errors)
     dlq = _by_metric(template, "ApproximateNumberOfMessagesVisible")
     assert dlq["Threshold"] == 1
-    api = [a for a in alarms.values() if "Metrics" in a]
-    (api_alarm,) = api
-    names = {
-        m["MetricStat"]["Metric"]["MetricName"] for m in api_alarm["Metrics"] if "MetricStat" in m
-    }
-    assert names == {"ExecutionError", "IntegrationError"}
-    dims = api_alarm["Metrics"][1]["MetricStat"]["Metric"]["Dimensions"]
+    (api_alarm,) = [a for a in alarms.values() if "ExecutionError" in _math_metrics(a)]
+    assert set(_math_metrics(api_alarm)) == {"ExecutionError", "IntegrationError"}
+    dims = _math_metrics(api_alarm)["ExecutionError"]["Dimensions"]
     assert {d["Name"] for d in dims} == {"ApiId", "Stage"}
+
+
+def _math_metrics(alarm: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        m["MetricStat"]["Metric"]["MetricName"]: m["MetricStat"]["Metric"]
+        for m in alarm.get("Metrics", [])
+        if "MetricStat" in m
+    }
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_authorizer_alarms_on_the_share_of_refusals(synthesized: Synthesized, env: str) -> None:
+    """Every refused token is a Lambda error of the authorizer: one must not page anyone."""
+    alarms = _alarms(synthesized.template_json(env, "Observability"))
+    authorizer = synthesized.stages[env].realtime.authorizer_function.function
+    name = synthesized.stages[env].observability.resolve(authorizer.function_name)
+    for alarm in alarms.values():
+        if alarm.get("MetricName") == "Errors":
+            assert json.dumps(name) not in json.dumps(alarm["Dimensions"])
+    (refusals,) = [a for a in alarms.values() if "Invocations" in _math_metrics(a)]
+    metrics = _math_metrics(refusals)
+    assert set(metrics) == {"Errors", "Invocations"}
+    for metric in metrics.values():
+        assert metric["Dimensions"] == [{"Name": "FunctionName", "Value": name}]
+    (expression,) = [m["Expression"] for m in refusals["Metrics"] if "Expression" in m]
+    assert "/ invocations" in expression
+    assert refusals["Threshold"] == 0.5
 
 
 def test_alarm_email_subscription_follows_config(synthesized: Synthesized) -> None:
