@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 import logging
 import threading
@@ -13,6 +11,7 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -22,10 +21,9 @@ from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
 from .ses_v2 import SesV2Extensions
+from .smtp_sink import describe_mime
 
 logger = logging.getLogger("milequest.local.aws")
-
-MOTO_ACCOUNT_ID = "123456789012"  # moto's default account: its backends are keyed by it
 
 
 class EmbeddedMotoServer(ThreadedMotoServer):
@@ -175,7 +173,7 @@ class EmbeddedAws:
         """Messages the embedded SES accepted (moto keeps them in its in-process backend)."""
         from moto.ses.models import ses_backends
 
-        backend = ses_backends[MOTO_ACCOUNT_ID][self.resources.region]
+        backend = ses_backends[DEFAULT_ACCOUNT_ID][self.resources.region]
         return [_describe_ses_message(message) for message in list(backend.sent_messages)]
 
 
@@ -188,8 +186,8 @@ def _describe_ses_message(message: Any) -> dict[str, Any]:
     }
     raw = getattr(message, "raw_data", None)
     if raw is not None:
-        parsed = email.message_from_string(raw, policy=email.policy.default)
-        described.update(_describe_mime(parsed))
+        mime = describe_mime(raw)
+        described.update(mime, headers=[list(h) for h in mime["headers"]])
         return described
     if hasattr(message, "template"):
         described.update(
@@ -208,17 +206,6 @@ def _describe_ses_message(message: Any) -> dict[str, Any]:
         headers=[],
     )
     return described
-
-
-def _describe_mime(parsed: Any) -> dict[str, Any]:
-    text_part = parsed.get_body(preferencelist=("plain",))
-    html_part = parsed.get_body(preferencelist=("html",))
-    return {
-        "subject": str(parsed.get("Subject", "")),
-        "headers": [[name, str(value)] for name, value in parsed.items()],
-        "text": text_part.get_content() if text_part is not None else None,
-        "html": html_part.get_content() if html_part is not None else None,
-    }
 
 
 def _code(exc: ClientError) -> str:

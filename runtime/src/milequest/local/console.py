@@ -9,6 +9,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import boto3
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -206,7 +207,7 @@ def create_console_app(stack: LocalStack) -> Starlette:
         event = sample_sns_event(
             kind,
             address,
-            topic_arn=f"arn:aws:sns:{res.region}:123456789012:milequest-local-ses-events",
+            topic_arn=f"arn:aws:sns:{res.region}:{DEFAULT_ACCOUNT_ID}:milequest-local-ses-events",
             source=f"noreply@{res.sender_domain}",
             configuration_set=res.configuration_set,
         )

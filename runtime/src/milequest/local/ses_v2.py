@@ -21,9 +21,10 @@ from email.message import EmailMessage
 from typing import Any
 from urllib.parse import unquote
 
+from moto.core.models import DEFAULT_ACCOUNT_ID
+
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-MOTO_ACCOUNT_ID = "123456789012"
 LOCAL_MAX_SEND_RATE = 500.0  # messages per second the local "account" allows
 
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/ses/aws4_request")
@@ -119,7 +120,7 @@ class SesV2Extensions:
     def _account(self, region: str) -> dict[str, Any]:
         from moto.ses.models import ses_backends
 
-        sent = ses_backends[MOTO_ACCOUNT_ID][region].sent_message_count
+        sent = ses_backends[DEFAULT_ACCOUNT_ID][region].sent_message_count
         return {
             "DedicatedIpAutoWarmupEnabled": False,
             "EnforcementStatus": "HEALTHY",
@@ -247,7 +248,7 @@ class SesV2Extensions:
             mime.add_alternative(html, subtype="html")
         # moto adds the To and Cc header addresses itself; Bcc only travels in the envelope.
         bcc = list(destination.get("BccAddresses", []))
-        backend = ses_backends[MOTO_ACCOUNT_ID][region]
+        backend = ses_backends[DEFAULT_ACCOUNT_ID][region]
         try:
             message = backend.send_raw_email(
                 source=source, destinations=bcc, raw_data=mime.as_string()

@@ -48,21 +48,32 @@ class CapturedEmail:
         }
 
 
-def parse_message(mail_from: str, rcpt_tos: list[str], raw: bytes) -> CapturedEmail:
-    """Parse a received message with the standard library's modern email policy."""
-    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+def describe_mime(raw: bytes | str) -> dict[str, Any]:
+    """Subject, headers and the text and HTML bodies of a MIME message."""
+    parsed = (
+        email.message_from_bytes(raw, policy=email.policy.default)
+        if isinstance(raw, bytes)
+        else email.message_from_string(raw, policy=email.policy.default)
+    )
     text_part = parsed.get_body(preferencelist=("plain",))
     html_part = parsed.get_body(preferencelist=("html",))
+    return {
+        "subject": str(parsed.get("Subject", "")),
+        "headers": [(name, str(value)) for name, value in parsed.items()],
+        "text": text_part.get_content() if text_part is not None else None,
+        "html": html_part.get_content() if html_part is not None else None,
+    }
+
+
+def parse_message(mail_from: str, rcpt_tos: list[str], raw: bytes) -> CapturedEmail:
+    """Parse a received message with the standard library's modern email policy."""
     return CapturedEmail(
         id=uuid.uuid4().hex,
         received_at=time.time(),
         mail_from=mail_from,
         rcpt_tos=list(rcpt_tos),
-        subject=str(parsed.get("Subject", "")),
-        headers=[(name, str(value)) for name, value in parsed.items()],
-        text=text_part.get_content() if text_part is not None else None,
-        html=html_part.get_content() if html_part is not None else None,
         raw=raw,
+        **describe_mime(raw),
     )
 
 
