@@ -4,7 +4,9 @@ Stubber for the rest (bulk, templates, suppression, GetAccount, throttling)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from email import message_from_string, policy
 from typing import Any
 
@@ -509,3 +511,31 @@ def test_seed_usage_as_written(ses_server: SesServer) -> None:
     assert first["Content"]["Simple"]["Subject"]["Data"] == "Welcome to Mile Quest"
     assert second["Content"]["Template"]["TemplateName"] == "welcome"
     assert json.loads(second["Content"]["Template"]["TemplateData"]) == {"name": "John Doe"}
+
+
+def test_an_expired_listing_is_served_while_one_thread_reloads_it() -> None:
+    from milequest.services.email.ses import _Cached
+
+    release = threading.Event()
+    calls: list[int] = []
+
+    def load() -> int:
+        calls.append(1)
+        if len(calls) > 1:
+            assert release.wait(10)
+        return len(calls)
+
+    def wait_for(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    cache = _Cached(0.0, load)
+    assert cache.get() == 1  # the first load blocks
+    assert cache.get() == 1  # expired: the stale value comes back at once
+    wait_for(lambda: len(calls) == 2)
+    assert [cache.get() for _ in range(5)] == [1] * 5
+    assert len(calls) == 2  # one reload in flight, however many readers
+    release.set()
+    wait_for(lambda: cache.get() != 1)
+    assert cache.get() >= 2

@@ -101,7 +101,12 @@ def create_sesv2_client(settings: EmailSettings) -> SESV2Client:
 
 
 class _Cached:
-    """A value loaded on demand and kept for ``ttl`` seconds (thread-safe)."""
+    """A value loaded on demand and kept for ``ttl`` seconds (thread-safe).
+
+    Only the first load blocks. Once a value exists, an expired one is still served while a
+    single background thread reloads it, so a slow listing (a large suppression list pages
+    at about one request per second) never stalls the sends that consult it.
+    """
 
     def __init__(self, ttl: float, load: Callable[[], Any]) -> None:
         self.ttl = ttl
@@ -109,13 +114,30 @@ class _Cached:
         self._value: Any = None
         self._stamp = float("-inf")
         self._lock = threading.Lock()
+        self._refreshing = False
 
     def get(self) -> Any:
         with self._lock:
-            if time.monotonic() - self._stamp >= self.ttl:
+            expired = time.monotonic() - self._stamp >= self.ttl
+            if expired and self._stamp == float("-inf"):
                 self._value = self._load()
                 self._stamp = time.monotonic()
+            elif expired and not self._refreshing:
+                self._refreshing = True
+                threading.Thread(target=self._refresh, name="ses-cache", daemon=True).start()
             return self._value
+
+    def _refresh(self) -> None:
+        try:
+            value = self._load()
+        except Exception:
+            logger.warning("could not refresh a cached SES listing", exc_info=True)
+            value = None
+        with self._lock:
+            if value is not None:
+                self._value = value
+            self._stamp = time.monotonic()
+            self._refreshing = False
 
     def update(self, change: Callable[[Any], None]) -> None:
         with self._lock:
