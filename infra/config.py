@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from aws_cdk import Environment, RemovalPolicy
 from aws_cdk import aws_logs as logs
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -48,6 +49,17 @@ _RETENTION_DAYS = {
 }
 
 
+def _domain_name(value: str) -> str:
+    value = value.rstrip(".").lower()
+    if not _DOMAIN.match(value):
+        raise ValueError(f"not a domain name: {value!r}")
+    return value
+
+
+# Lower case, without the trailing dot.
+DomainName = Annotated[str, AfterValidator(_domain_name)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -56,15 +68,7 @@ class HostedZoneConfig(_Model):
     """A public Route 53 hosted zone referenced by id (no lookup, so synth stays offline)."""
 
     zone_id: str = Field(pattern=r"^Z[A-Z0-9]{4,32}$")
-    zone_name: str
-
-    @field_validator("zone_name")
-    @classmethod
-    def _zone_name(cls, value: str) -> str:
-        value = value.rstrip(".").lower()
-        if not _DOMAIN.match(value):
-            raise ValueError(f"not a domain name: {value!r}")
-        return value
+    zone_name: DomainName
 
 
 class WebSocketThrottle(_Model):
@@ -94,7 +98,7 @@ class EnvironmentConfig(_Model):
     region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
 
     # Email
-    domain: str
+    domain: DomainName
     mail_from_subdomain: str = Field(default="mail", pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
     from_address: EmailStr
     sender_addresses: tuple[EmailStr, ...] = ()
@@ -120,14 +124,6 @@ class EnvironmentConfig(_Model):
     removal_policy: Literal["destroy", "retain"] = "retain"
     reserved_concurrency: int | None = Field(default=None, ge=1)
     container: ContainerConfig = ContainerConfig()
-
-    @field_validator("domain")
-    @classmethod
-    def _domain(cls, value: str) -> str:
-        value = value.rstrip(".").lower()
-        if not _DOMAIN.match(value):
-            raise ValueError(f"not a domain name: {value!r}")
-        return value
 
     @field_validator("log_retention_days")
     @classmethod
@@ -223,6 +219,7 @@ def environment_configs() -> list[EnvironmentConfig]:
 __all__ = [
     "ENVIRONMENTS",
     "ContainerConfig",
+    "DomainName",
     "EnvironmentConfig",
     "HostedZoneConfig",
     "WebSocketThrottle",

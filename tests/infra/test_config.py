@@ -41,6 +41,7 @@ def test_prod_is_production_grade() -> None:
         ("region", "mars-1"),
         ("account", "12345"),
         ("hosted_zone", {"zone_id": "Z0123456789ABC", "zone_name": "other.example"}),
+        ("hosted_zone", {"zone_id": "Z0123456789ABC", "zone_name": "not a zone"}),
         ("unknown_setting", True),
     ],
 )
