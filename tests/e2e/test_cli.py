@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +26,40 @@ def _command(**ports: int) -> list[str]:
     for part in PARTS:
         args += [f"--{part}-port", str(ports.get(part, 0))]
     return args
+
+
+class _Output:
+    """A child's stdout lines, read by a thread so that every wait on them is bounded."""
+
+    def __init__(self, child: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(child,), daemon=True).start()
+
+    def _pump(self, child: subprocess.Popen[str]) -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def _next(self, deadline: float) -> str | None:
+        return self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+
+    def until(self, prefix: str, timeout: float) -> list[str]:
+        """The lines so far, up to one starting with ``prefix``."""
+        deadline = time.monotonic() + timeout
+        while not (self.lines and self.lines[-1].startswith(prefix)):
+            line = self._next(deadline)
+            assert line is not None, f"the stack exited early: {''.join(self.lines)}"
+            self.lines.append(line)
+        return list(self.lines)
+
+    def rest(self, timeout: float) -> str:
+        """Everything the child wrote, once it has closed its stdout."""
+        deadline = time.monotonic() + timeout
+        while (line := self._next(deadline)) is not None:
+            self.lines.append(line)
+        return "".join(self.lines)
 
 
 @pytest.fixture
@@ -48,7 +85,11 @@ def test_a_busy_port_is_one_clear_line_and_a_non_zero_exit(busy_port: int, part:
 def test_an_invalid_variable_is_named_without_a_traceback() -> None:
     env = {**os.environ, "LOCAL_AWS_PORT": "99999", "LOCAL_EMAIL_PROVIDER": "sendmail"}
     done = subprocess.run(
-        [sys.executable, "-m", "milequest.local"], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "milequest.local"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert done.returncode != 0
     assert "LOCAL_AWS_PORT" in done.stderr
@@ -57,31 +98,32 @@ def test_an_invalid_variable_is_named_without_a_traceback() -> None:
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-def test_the_banner_then_a_clean_stop_on_a_signal(stop_signal: signal.Signals) -> None:
-    child = subprocess.Popen(_command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None
-        banner = []
-        deadline = time.monotonic() + 120
-        for line in child.stdout:
-            banner.append(line)
-            if line.startswith("Press Ctrl-C") or time.monotonic() > deadline:
-                break
-        text = "".join(banner)
-        exports = dict(
-            line[len("export ") :].strip().split("=", 1)
-            for line in banner
-            if line.startswith("export ")
-        )
-        http = next(line.split()[-1] for line in banner if "HTTP app" in line)
-        with urllib.request.urlopen(f"{http}/healthz", timeout=30) as response:
-            assert response.status == 200
-        child.send_signal(stop_signal)
-        out, err = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+def test_the_banner_then_a_clean_stop_on_a_signal(
+    stop_signal: signal.Signals, tmp_path: Path
+) -> None:
+    with (tmp_path / "stderr.txt").open("w+") as errors:
+        child = subprocess.Popen(_command(), stdout=subprocess.PIPE, stderr=errors, text=True)
+        try:
+            output = _Output(child)
+            banner = output.until("Press Ctrl-C", timeout=120)
+            text = "".join(banner)
+            exports = dict(
+                line[len("export ") :].strip().split("=", 1)
+                for line in banner
+                if line.startswith("export ")
+            )
+            http = next(line.split()[-1] for line in banner if "HTTP app" in line)
+            with urllib.request.urlopen(f"{http}/healthz", timeout=30) as response:
+                assert response.status == 200
+            child.send_signal(stop_signal)
+            child.wait(timeout=60)
+            out = output.rest(timeout=10)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            errors.seek(0)
+            err = errors.read()
     assert exports["WEBSOCKET_PROVIDER"] == "apigateway"
     assert exports["EMAIL_PROVIDER"] == "smtp"
     assert exports["APIGW_MANAGEMENT_ENDPOINT"].startswith("http://127.0.0.1:")
