@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_ses as ses
 from aws_cdk import aws_sns as sns
@@ -16,6 +15,7 @@ from constructs import Construct
 from milequest.services.email.templates import load_template_sources
 
 from .config import EnvironmentConfig
+from .keys import service_key
 from .lambdas import RuntimeFunction
 from .nag import acknowledge, arn_prefix
 
@@ -88,7 +88,14 @@ class EmailStack(Stack):
             for index, address in enumerate(config.sender_addresses if config.ses_sandbox else ())
         ]
         self._dns()
-        self.key = self._key()
+        # SES publishes to the encrypted topics, SNS moves undeliverable events to the DLQ.
+        self.key = service_key(
+            self,
+            "EventsKey",
+            config=config,
+            description="SES event topics and their DLQ",
+            services=("ses", "sns"),
+        )
         self.topics = self._topics()
         self.dead_letter_queue = self._dead_letter_queue()
         self.event_handler = self._event_handler()
@@ -169,28 +176,6 @@ class EmailStack(Stack):
                 )
 
     # Event pipeline -------------------------------------------------------------------
-
-    def _key(self) -> kms.Key:
-        key = kms.Key(
-            self,
-            "EventsKey",
-            description=f"{self.config.resource_prefix}: SES event topics and their DLQ",
-            enable_key_rotation=True,
-            removal_policy=self.config.cdk_removal_policy,
-        )
-        # SES publishes to the encrypted topics and SNS moves undeliverable events to the
-        # encrypted DLQ; the AWS-managed SNS key cannot be shared with either service.
-        for service in ("ses.amazonaws.com", "sns.amazonaws.com"):
-            key.add_to_resource_policy(
-                iam.PolicyStatement(
-                    sid=f"Allow{service.split('.')[0].upper()}",
-                    principals=[iam.ServicePrincipal(service)],
-                    actions=["kms:GenerateDataKey*", "kms:Decrypt"],
-                    resources=["*"],
-                    conditions={"StringEquals": {"aws:SourceAccount": self.account}},
-                )
-            )
-        return key
 
     def _topics(self) -> dict[str, sns.Topic]:
         topics: dict[str, sns.Topic] = {}

@@ -6,8 +6,6 @@ from aws_cdk import Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
-from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
@@ -15,6 +13,7 @@ from constructs import Construct
 from .config import EnvironmentConfig
 from .container import ContainerStack
 from .email import EmailStack
+from .keys import service_key
 from .lambdas import RuntimeFunction
 from .realtime import RealtimeStack
 
@@ -109,21 +108,12 @@ class ObservabilityStack(Stack):
     # Alarms ----------------------------------------------------------------------------
 
     def _alarm_topic(self) -> sns.Topic:
-        key = kms.Key(
+        key = service_key(
             self,
             "AlarmTopicKey",
-            description=f"{self.config.resource_prefix}: alarm topic",
-            enable_key_rotation=True,
-            removal_policy=self.config.cdk_removal_policy,
-        )
-        key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="AllowCloudWatchAlarms",
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-                actions=["kms:GenerateDataKey*", "kms:Decrypt"],
-                resources=["*"],
-                conditions={"StringEquals": {"aws:SourceAccount": self.account}},
-            )
+            config=self.config,
+            description="alarm topic",
+            services=("cloudwatch",),
         )
         topic = sns.Topic(
             self,

@@ -92,7 +92,15 @@ def test_alarm_email_subscription_follows_config(synthesized: Synthesized) -> No
         endpoints = [s["Properties"]["Endpoint"] for s in subscriptions.values()]
         assert endpoints == ([email] if email else [])
         topic = only(template, "AWS::SNS::Topic")
-        assert "KmsMasterKeyId" in topic
+        (key_id,) = resources(template, "AWS::KMS::Key")
+        assert topic["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+        # CloudWatch publishes alarms to the encrypted topic with the key.
+        statements = template["Resources"][key_id]["Properties"]["KeyPolicy"]["Statement"]
+        (allow,) = [
+            s for s in statements if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+        ]
+        assert set(allow["Action"]) == {"kms:GenerateDataKey*", "kms:Decrypt"}
+        assert "aws:SourceAccount" in allow["Condition"]["StringEquals"]
 
 
 def test_container_alarm_only_with_container(synthesized: Synthesized) -> None:
