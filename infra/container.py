@@ -18,7 +18,7 @@ from constructs import Construct
 
 from .config import EnvironmentConfig
 from .email import EmailStack
-from .lambdas import METRICS_NAMESPACE
+from .lambdas import process_environment
 from .nag import acknowledge
 from .paths import DOCKERFILE, REPO_ROOT
 from .realtime import RealtimeStack
@@ -106,13 +106,9 @@ class ContainerStack(Stack):
             removal_policy=config.cdk_removal_policy,
         )
         environment = {
+            **process_environment(config, "web"),
             **email.runtime_environment(),
             **realtime.runtime_environment(),
-            "POWERTOOLS_SERVICE_NAME": "web",
-            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-            "POWERTOOLS_LOG_LEVEL": config.log_level,
-            "METRICS_SINK": "emf",
-            "MILEQUEST_ENVIRONMENT": config.name,
         }
         self.service = ecs_patterns.ApplicationLoadBalancedFargateService(
             self,

@@ -15,7 +15,7 @@ from milequest.services.metrics import DEFAULT_NAMESPACE as METRICS_NAMESPACE
 from .bundling import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, runtime_code
 from .config import EnvironmentConfig
 
-__all__ = ["METRICS_NAMESPACE", "RuntimeFunction"]
+__all__ = ["RuntimeFunction", "process_environment"]
 
 
 class RuntimeFunction(Construct):
@@ -59,14 +59,7 @@ class RuntimeFunction(Construct):
                 resources=[self.log_group.log_group_arn],
             )
         )
-        env = {
-            "POWERTOOLS_SERVICE_NAME": service,
-            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-            "POWERTOOLS_LOG_LEVEL": config.log_level,
-            "METRICS_SINK": "emf",
-            "MILEQUEST_ENVIRONMENT": config.name,
-        }
-        env.update(environment or {})
+        env = {**process_environment(config, service), **(environment or {})}
         self.function = lambda_.Function(
             self,
             "Function",
@@ -86,6 +79,17 @@ class RuntimeFunction(Construct):
             reserved_concurrent_executions=config.reserved_concurrency,
             dead_letter_queue=dead_letter_queue,
         )
+
+
+def process_environment(config: EnvironmentConfig, service: str) -> dict[str, str]:
+    """Logging and metrics settings of every runtime process (functions and container)."""
+    return {
+        "POWERTOOLS_SERVICE_NAME": service,
+        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+        "POWERTOOLS_LOG_LEVEL": config.log_level,
+        "METRICS_SINK": "emf",
+        "MILEQUEST_ENVIRONMENT": config.name,
+    }
 
 
 def _application_level(level: str) -> lambda_.ApplicationLogLevel:

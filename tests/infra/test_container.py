@@ -61,6 +61,8 @@ def test_task_runs_the_image_asset_with_runtime_configuration(synthesized: Synth
         "PUSHER_SECRET_ARN",
     ):
         assert name in env
+    assert env["POWERTOOLS_SERVICE_NAME"] == "web"
+    assert env["METRICS_SINK"] == "emf"
     # The task role gets exactly the two application policies.
     role_id = task["TaskRoleArn"]["Fn::GetAtt"][0]
     managed = template["Resources"][role_id]["Properties"]["ManagedPolicyArns"]
