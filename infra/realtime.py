@@ -296,9 +296,6 @@ class RealtimeStack(Stack):
             web_socket_api=self.api,
             stage_name=self.stage_name,
             auto_deploy=True,
-            throttle=apigw.ThrottleSettings(
-                rate_limit=throttle.rate_limit, burst_limit=throttle.burst_limit
-            ),
         )
         self.access_logs = logs.LogGroup(
             self,
@@ -312,6 +309,8 @@ class RealtimeStack(Stack):
             destination_arn=self.access_logs.log_group_arn,
             format=json.dumps(_ACCESS_LOG_FORMAT, separators=(",", ":")),
         )
+        # Throttling and execution logging for every route (WebSocketStage has no logging
+        # level of its own).
         cfn_stage.default_route_settings = apigw.CfnStage.RouteSettingsProperty(
             throttling_rate_limit=throttle.rate_limit,
             throttling_burst_limit=throttle.burst_limit,

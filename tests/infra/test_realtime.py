@@ -88,6 +88,9 @@ def test_stage_access_logs_throttling_auto_deploy(synthesized: Synthesized, env:
     settings = stage["DefaultRouteSettings"]
     assert settings["ThrottlingRateLimit"] == config.websocket_throttle.rate_limit
     assert settings["ThrottlingBurstLimit"] == config.websocket_throttle.burst_limit
+    # Execution logs hold errors only, never message bodies (tokens, channel data).
+    assert settings["LoggingLevel"] == "ERROR"
+    assert settings["DataTraceEnabled"] is False
     # Stage logging needs API Gateway's account-level CloudWatch role, which is shared by
     # every stage in the account and region: it stays when a (dev) stack is destroyed.
     (account,) = resources(template, "AWS::ApiGateway::Account").values()
