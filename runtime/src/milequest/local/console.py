@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from .stack import LocalStack
 
 CONSOLE_USER = "dev-console"
-SES_EVENTS_HANDLER = "milequest.handlers.ses_events:handler"
 
 
 class BadRequestError(ValueError):
@@ -95,13 +94,6 @@ def _suppressed() -> list[dict[str, Any]]:
         }
         for entry in entries
     ]
-
-
-def _load_handler(target: str) -> Any:
-    import importlib
-
-    module_name, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
 
 
 def create_console_app(stack: LocalStack) -> Starlette:
@@ -213,7 +205,8 @@ def create_console_app(stack: LocalStack) -> Starlette:
         )
 
         def run() -> Any:
-            handler = _load_handler(SES_EVENTS_HANDLER)
+            from milequest.handlers.ses_events import handler
+
             return handler(event, LocalLambdaContext(function_name="local-ses-events"))
 
         result = await run_in_threadpool(run)

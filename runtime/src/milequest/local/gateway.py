@@ -89,6 +89,10 @@ class GatewayConnection:
     messages_out: int = 0
     closed_by_gateway: bool = False
 
+    @property
+    def identity(self) -> dict[str, str]:
+        return {"sourceIp": self.source_ip, "userAgent": self.user_agent}
+
     def touch(self) -> None:
         self.last_active = time.time()
 
@@ -110,6 +114,8 @@ class GatewayConnection:
 class _Pending:
     connection_id: str
     connected_at: float
+    source_ip: str
+    user_agent: str
     headers: dict[str, str]
     query: dict[str, str]
     authorizer: dict[str, Any]
@@ -255,7 +261,7 @@ class WebSocketGateway:
         conn = self._live(connection_id)
         return {
             "connectedAt": _iso(conn.connected_at),
-            "identity": {"sourceIp": conn.source_ip, "userAgent": conn.user_agent},
+            "identity": conn.identity,
             "lastActiveAt": _iso(conn.last_active),
         }
 
@@ -284,8 +290,15 @@ class WebSocketGateway:
         headers = dict(request.headers.raw_items())
         connection_id = new_connection_id()
         now = time.time()
+        remote = connection.remote_address
+        source_ip = str(remote[0]) if remote else "127.0.0.1"
+        user_agent = request.headers.get("User-Agent", "")
         context = self._request_context(
-            connection_id, "$connect", "CONNECT", connected_at=now, connection=connection
+            connection_id,
+            "$connect",
+            "CONNECT",
+            connected_at=now,
+            identity={"sourceIp": source_ip, "userAgent": user_agent},
         )
         multi_query = dict(parse_qs(parts.query, keep_blank_values=True).items())
         auth_event: dict[str, Any] = {
@@ -331,7 +344,9 @@ class WebSocketGateway:
         status = _status_code(result)
         if status >= 300:
             return connection.respond(status, _body_text(result) or f"{status}\n")
-        self._pending[connection] = _Pending(connection_id, now, headers, query, authorizer)
+        self._pending[connection] = _Pending(
+            connection_id, now, source_ip, user_agent, headers, query, authorizer
+        )
         return None
 
     # -- messages and $disconnect ----------------------------------------------------------
@@ -341,13 +356,12 @@ class WebSocketGateway:
         if pending is None:  # handshake state lost: never happens with process_request above
             await websocket.close(1011, "Internal error")
             return
-        remote = websocket.remote_address
         conn = GatewayConnection(
             connection_id=pending.connection_id,
             websocket=websocket,
             connected_at=pending.connected_at,
-            source_ip=str(remote[0]) if remote else "127.0.0.1",
-            user_agent=pending.headers.get("User-Agent", ""),
+            source_ip=pending.source_ip,
+            user_agent=pending.user_agent,
             headers=pending.headers,
             query=pending.query,
             authorizer=pending.authorizer,
@@ -376,7 +390,12 @@ class WebSocketGateway:
                     if isinstance(selected, str) and selected in self.config.routes:
                         route_key = selected
         context = self._request_context(
-            conn.connection_id, route_key, "MESSAGE", connected_at=conn.connected_at, conn=conn
+            conn.connection_id,
+            route_key,
+            "MESSAGE",
+            connected_at=conn.connected_at,
+            identity=conn.identity,
+            authorizer=conn.authorizer,
         )
         context["messageId"] = base64.b64encode(os.urandom(9)).decode()
         event = {"requestContext": context, "body": body, "isBase64Encoded": is_binary}
@@ -428,7 +447,8 @@ class WebSocketGateway:
             "$disconnect",
             "DISCONNECT",
             connected_at=conn.connected_at,
-            conn=conn,
+            identity=conn.identity,
+            authorizer=conn.authorizer,
         )
         context["disconnectStatusCode"] = code
         context["disconnectReason"] = reason
@@ -473,18 +493,11 @@ class WebSocketGateway:
         event_type: str,
         *,
         connected_at: float,
-        connection: ServerConnection | None = None,
-        conn: GatewayConnection | None = None,
+        identity: dict[str, str],
+        authorizer: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """API Gateway's ``requestContext``; ``authorizer`` is absent from the authorizer's own."""
         now = time.time()
-        if conn is not None:
-            identity = {"sourceIp": conn.source_ip, "userAgent": conn.user_agent}
-        else:
-            remote = connection.remote_address if connection is not None else None
-            agent = ""
-            if connection is not None and connection.request is not None:
-                agent = connection.request.headers.get("User-Agent", "")
-            identity = {"sourceIp": str(remote[0]) if remote else "127.0.0.1", "userAgent": agent}
         context: dict[str, Any] = {
             "routeKey": route_key,
             "eventType": event_type,
@@ -500,8 +513,8 @@ class WebSocketGateway:
             "connectionId": connection_id,
             "apiId": self.config.api_id,
         }
-        if conn is not None:
-            context["authorizer"] = conn.authorizer
+        if authorizer is not None:
+            context["authorizer"] = authorizer
         return context
 
 
