@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +50,20 @@ def test_bad_requests_get_400_with_a_message(
     response = console.post(path, json=body)
     assert response.status_code == 400, response.text
     assert response.json()["error"]
+
+
+@pytest.mark.parametrize("path", ["api/trigger", "api/email", "api/simulate"])
+def test_a_body_that_is_not_declared_json_is_refused_with_415(
+    stack: LocalStack, console: httpx.Client, path: str
+) -> None:
+    # What a page on another origin can send without a CORS preflight.
+    to = "x@runners.example"
+    body = json.dumps({"channel": "c", "event": "e", "to": to, "address": to})
+    before = len(stack.emails()), len(stack.gateway.deliveries)
+    response = console.post(path, content=body, headers={"content-type": "text/plain"})
+    assert response.status_code == 415
+    assert response.json()["error"]
+    assert (len(stack.emails()), len(stack.gateway.deliveries)) == before
 
 
 def test_the_page_state_and_token_are_served(console: httpx.Client) -> None:
