@@ -296,33 +296,38 @@ class EmailStack(Stack):
             self.format_arn(service="ses", resource="template", resource_name=name)
             for name in self.template_names
         ]
+        any_identity = self.format_arn(service="ses", resource="identity", resource_name="*")
+        send = ["ses:SendEmail", "ses:SendBulkEmail"]
+        statements = [
+            iam.PolicyStatement(
+                sid="Send", actions=send, resources=[*identities, configuration_set_arn, *templates]
+            ),
+            iam.PolicyStatement(
+                sid="ReadIdentities", actions=["ses:GetEmailIdentity"], resources=[any_identity]
+            ),
+            iam.PolicyStatement(
+                sid="AccountLevelReads", actions=list(ACCOUNT_LEVEL_READS), resources=["*"]
+            ),
+        ]
+        if self.config.ses_sandbox:
+            # In the sandbox SES also authorizes the send on each recipient's identity
+            # (arn:...:identity/<recipient>), and every recipient must be one.
+            statements.append(
+                iam.PolicyStatement(sid="SandboxRecipients", actions=send, resources=[any_identity])
+            )
         policy = iam.ManagedPolicy(
             self,
             "SenderPolicy",
             description=f"{self.config.resource_prefix}: send mail through SES",
-            statements=[
-                iam.PolicyStatement(
-                    sid="Send",
-                    actions=["ses:SendEmail", "ses:SendBulkEmail"],
-                    resources=[*identities, configuration_set_arn, *templates],
-                ),
-                iam.PolicyStatement(
-                    sid="ReadIdentities",
-                    actions=["ses:GetEmailIdentity"],
-                    resources=[
-                        self.format_arn(service="ses", resource="identity", resource_name="*")
-                    ],
-                ),
-                iam.PolicyStatement(
-                    sid="AccountLevelReads", actions=list(ACCOUNT_LEVEL_READS), resources=["*"]
-                ),
-            ],
+            statements=statements,
         )
         acknowledge(
             policy,
             "IAM5",
             "Account-level SES reads (send quota, suppression list, identity listing) have "
-            "no resource-level permissions; sandbox recipient checks read any identity.",
+            "no resource-level permissions. Any identity: sandbox recipient checks read "
+            "identities, and in the sandbox SES authorizes sends on each recipient's identity; "
+            "recipients there can only be the account's verified identities.",
             "Resource::*",
             f"Resource::{arn_prefix(self, 'ses')}:identity/*",
         )

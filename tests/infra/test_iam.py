@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from infra.config import ENVIRONMENTS
 from infra.email import ACCOUNT_LEVEL_READS
 
 from .conftest import Synthesized
@@ -63,11 +64,7 @@ def test_star_resource_only_for_actions_without_resource_level_support(
 def test_ses_send_scoped_to_identity_configuration_set_and_templates(
     synthesized: Synthesized, env: str
 ) -> None:
-    send = [
-        s
-        for _, s in _statements(synthesized, env)
-        if {"ses:SendEmail", "ses:SendBulkEmail"} & set(_as_list(s["Action"]))
-    ]
+    send = [s for s in _send_statements(synthesized, env) if s.get("Sid") == "Send"]
     assert len(send) == 1
     resources = [json.dumps(r) for r in _as_list(send[0]["Resource"])]
     assert "*" not in send[0]["Resource"]
@@ -75,3 +72,27 @@ def test_ses_send_scoped_to_identity_configuration_set_and_templates(
     assert sum(":configuration-set/" in r for r in resources) == 1
     assert any(r.endswith(f':template/milequest-{env}-welcome"]]}}') for r in resources)
     assert all(not r.endswith('/*"]]}') for r in resources)
+
+
+def _send_statements(synthesized: Synthesized, env: str) -> list[dict[str, Any]]:
+    return [
+        s
+        for _, s in _statements(synthesized, env)
+        if {"ses:SendEmail", "ses:SendBulkEmail"} & set(_as_list(s["Action"]))
+    ]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_sandbox_sends_may_name_any_identity_as_recipient(
+    synthesized: Synthesized, env: str
+) -> None:
+    """In the sandbox SES authorizes the send on each recipient's identity too."""
+    sandbox = [s for s in _send_statements(synthesized, env) if s.get("Sid") == "SandboxRecipients"]
+    others = [s for s in _send_statements(synthesized, env) if s.get("Sid") != "SandboxRecipients"]
+    assert len(others) == 1
+    if not ENVIRONMENTS[env].ses_sandbox:
+        assert sandbox == []
+        return
+    (statement,) = sandbox
+    assert set(statement["Action"]) == {"ses:SendEmail", "ses:SendBulkEmail"}
+    assert json.dumps(statement["Resource"]).endswith(':identity/*"]]}')
