@@ -367,12 +367,13 @@ class LocalStack:
                 )
                 task = asyncio.create_task(server.serve(sockets=[self._sockets[name]]))
                 servers.append((server, task))
-            while not all(server.started for server, _ in servers):
-                failed = [task for _, task in servers if task.done()]
-                if failed:
-                    failed[0].result()
-                    raise StackStartError("an HTTP server stopped during start-up")
-                await asyncio.sleep(0.01)
+            async with asyncio.timeout(STARTUP_TIMEOUT_S):
+                while not all(server.started for server, _ in servers):
+                    failed = [task for _, task in servers if task.done()]
+                    if failed:
+                        failed[0].result()
+                        raise StackStartError("an HTTP server stopped during start-up")
+                    await asyncio.sleep(0.01)
         except BaseException as exc:
             self._startup_error = exc
             self._ready.set()
