@@ -84,7 +84,6 @@ class SmtpSink:
         self._messages: deque[CapturedEmail] = deque(maxlen=limit)
         self._lock = threading.Lock()
         self._server: asyncio.Server | None = None
-        self.address = ("", 0)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or envelope.content or b""
@@ -111,7 +110,6 @@ class SmtpSink:
         serves aiosmtpd's ``SMTP`` protocol on that socket instead.
         """
         loop = asyncio.get_running_loop()
-        self.address = sock.getsockname()[:2]
         self._server = await loop.create_server(
             lambda: SMTP(self, hostname="localhost", enable_SMTPUTF8=True, decode_data=False),
             sock=sock,

@@ -14,7 +14,6 @@ import os
 import socket
 import threading
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -425,11 +424,6 @@ class LocalStack:
 
     def _record_webhook(self, event: Any) -> None:
         self.webhooks.append(event.model_dump(exclude_none=True))
-
-    def iter_sockets(self) -> Iterator[tuple[str, int]]:
-        """(part, port) of every listening socket (after start)."""
-        for name, sock in self._sockets.items():
-            yield name, sock.getsockname()[1]
 
 
 def _reset_registry() -> None:
