@@ -101,6 +101,12 @@ def test_alarm_email_subscription_follows_config(synthesized: Synthesized) -> No
         ]
         assert set(allow["Action"]) == {"kms:GenerateDataKey*", "kms:Decrypt"}
         assert "aws:SourceAccount" in allow["Condition"]["StringEquals"]
+        # The SSL-only topic policy replaces SNS's default one: alarms need their own allow.
+        policy = only(template, "AWS::SNS::TopicPolicy")["PolicyDocument"]["Statement"]
+        (publish,) = [s for s in policy if s["Effect"] == "Allow"]
+        assert publish["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+        assert publish["Action"] == "sns:Publish"
+        assert "aws:SourceAccount" in publish["Condition"]["StringEquals"]
 
 
 def test_container_alarm_only_with_container(synthesized: Synthesized) -> None:
