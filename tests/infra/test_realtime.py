@@ -147,11 +147,15 @@ def test_management_api_access_scoped_to_the_stage(synthesized: Synthesized, env
     template = _realtime(synthesized, env)
     api_id = next(iter(resources(template, "AWS::ApiGatewayV2::Api")))
     grants = []
-    for policy in resources(template, "AWS::IAM::Policy").values():
+    policies = resources(template, "AWS::IAM::Policy") | resources(
+        template, "AWS::IAM::ManagedPolicy"
+    )
+    for policy in policies.values():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             if statement["Action"] == "execute-api:ManageConnections":
                 grants.append(json.dumps(statement["Resource"]))
-    assert len(grants) == 3  # connect, disconnect, message; not the authorizer
+    # connect, disconnect, message (not the authorizer) and the publisher policy
+    assert len(grants) == 4
     for resource in grants:
         assert f'{{"Ref": "{api_id}"}}' in resource
         assert "/live/*/@connections/*" in resource
