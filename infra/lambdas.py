@@ -88,7 +88,6 @@ def process_environment(config: EnvironmentConfig, service: str) -> dict[str, st
         "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
         "POWERTOOLS_LOG_LEVEL": config.log_level,
         "METRICS_SINK": "emf",
-        "MILEQUEST_ENVIRONMENT": config.name,
     }
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from milequest.services.email.settings import EmailSettings
+from milequest.services.websocket.settings import WebSocketSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # jsii runs on the Node the project pins (no end-of-life warning), also outside make.
@@ -24,6 +26,15 @@ from infra.nag import FAIL_ON_FINDINGS  # noqa: E402
 from infra.stage import MileQuestStage, build_app  # noqa: E402
 
 SKIP_BUNDLING = {"aws:cdk:bundling-stacks": []}
+
+# Every variable the runtime reads: its settings (upper-cased field names), Powertools, metrics.
+RUNTIME_VARS = {
+    *(name.upper() for name in (*EmailSettings.model_fields, *WebSocketSettings.model_fields)),
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "POWERTOOLS_LOG_LEVEL",
+    "METRICS_SINK",
+}
 
 
 def cdk_context(**extra: Any) -> dict[str, Any]:

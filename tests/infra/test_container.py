@@ -12,7 +12,7 @@ from infra.config import ENVIRONMENTS, EnvironmentConfig
 from infra.container import CONTAINER_PORT, HEALTH_PATH, docker_context_excludes
 from infra.stage import MileQuestStage
 
-from .conftest import REPO_ROOT, Synthesized, only, resources
+from .conftest import REPO_ROOT, RUNTIME_VARS, Synthesized, only, resources
 
 
 def _prod(synthesized: Synthesized) -> dict[str, Any]:
@@ -62,6 +62,7 @@ def test_task_runs_the_image_asset_with_runtime_configuration(synthesized: Synth
     ):
         assert name in env
     assert env["POWERTOOLS_SERVICE_NAME"] == "web"
+    assert set(env) <= RUNTIME_VARS
     assert env["METRICS_SINK"] == "emf"
     # The task role gets exactly the two application policies.
     role_id = task["TaskRoleArn"]["Fn::GetAtt"][0]

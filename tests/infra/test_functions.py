@@ -10,7 +10,7 @@ import pytest
 from infra.bundling import LAMBDA_RUNTIME
 from infra.config import ENVIRONMENTS
 
-from .conftest import Synthesized, resources
+from .conftest import RUNTIME_VARS, Synthesized, resources
 
 ENVS = ("dev", "staging", "prod")
 POWERTOOLS = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
@@ -75,6 +75,8 @@ def test_runtime_architecture_logging_concurrency(synthesized: Synthesized, env:
             assert props["ReservedConcurrentExecutions"] == config.reserved_concurrency
         env_vars = props["Environment"]["Variables"]
         assert set(env_vars) >= POWERTOOLS
+        # Only variables the runtime reads: a misspelt setting would be silently ignored.
+        assert set(env_vars) <= RUNTIME_VARS, handler
         assert env_vars["POWERTOOLS_LOG_LEVEL"] == config.log_level
         assert env_vars["METRICS_SINK"] == "emf"
 
