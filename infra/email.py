@@ -57,7 +57,7 @@ class EmailStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self.config = config
-        # SES template names are unique per account and region, like the environments' stacks.
+        # SES template names are per account and region, which environments may share.
         self.template_prefix = f"{config.resource_prefix}-"
         self.configuration_set = ses.ConfigurationSet(
             self,
