@@ -298,3 +298,32 @@ def test_stopping_keeps_the_event_loop_free_for_a_disconnect_still_running() -> 
         return reached.is_set()
 
     assert run(scenario) is True
+
+
+def test_stopping_waits_for_queued_disconnects_only_for_the_grace_period() -> None:
+    """A backlog of ``$disconnect`` calls cannot hold a stop past its grace period."""
+
+    async def scenario() -> tuple[float, int]:
+        ran: list[str] = []
+
+        def slow_disconnect(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            time.sleep(0.5)  # a slow handler; one worker makes the others queue
+            ran.append(event["requestContext"]["connectionId"])
+            return {"statusCode": 200}
+
+        recorder = Recorder()
+        handlers = WebSocketHandlers(
+            recorder.authorize, recorder.on_connect, slow_disconnect, recorder.on_message
+        )
+        gw = WebSocketGateway(handlers, GatewayConfig(handler_workers=1))
+        await gw.start(_listening())
+        clients = [await connect(gw.url + "?token=good") for _ in range(10)]
+        for ws in clients:
+            await ws.close()
+        started = time.monotonic()
+        await gw.stop(grace=0.5)
+        return time.monotonic() - started, len(ran)
+
+    elapsed, ran = run(scenario)
+    assert elapsed < 3
+    assert ran < 10

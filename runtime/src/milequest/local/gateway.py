@@ -41,6 +41,7 @@ MAX_MESSAGE_BYTES = 128 * 1024  # API Gateway's WebSocket message payload limit
 DEFAULT_IDLE_TIMEOUT = 600.0  # API Gateway closes connections idle for 10 minutes
 DEFAULT_MAX_LIFETIME = 7200.0  # ... and any connection after 2 hours
 HANDSHAKE_TIMEOUT = 30.0
+STOP_GRACE = 10.0  # how long a stop waits for $disconnect handlers
 
 
 class ConnectionGoneError(Exception):
@@ -164,6 +165,7 @@ class WebSocketGateway:
         self._executor: ThreadPoolExecutor | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._serving: set[asyncio.Task[Any]] = set()  # the _serve_connection tasks
         self._host = "127.0.0.1"
         self._port = 0
 
@@ -208,8 +210,12 @@ class WebSocketGateway:
         )
         self._sweeper = asyncio.create_task(self._sweep())
 
-    async def stop(self) -> None:
-        """Close every connection (running ``$disconnect``) and stop serving."""
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Close every connection and stop serving.
+
+        ``$disconnect`` runs for every closed connection for up to ``grace`` seconds; calls
+        still queued then are dropped (the embedded AWS state goes away with the stack).
+        """
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -218,7 +224,16 @@ class WebSocketGateway:
             for conn in list(self.connections.values()):
                 conn.closed_by_gateway = True  # closing: $disconnect now, not the lost path
             self._server.close()
-            await self._server.wait_closed()
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), grace)
+            except TimeoutError:
+                logger.warning(
+                    "stopping without the %d queued $disconnect call(s)", len(self._serving)
+                )
+                # Cancelling a task cancels its queued handler call; running calls finish.
+                for task in list(self._serving):
+                    task.cancel()
+                await self._server.wait_closed()
         for task in list(self._background):
             task.cancel()
         if self._background:
@@ -367,6 +382,9 @@ class WebSocketGateway:
             authorizer=pending.authorizer,
         )
         self.connections[conn.connection_id] = conn
+        task = asyncio.current_task()
+        if task is not None:
+            self._serving.add(task)
         try:
             async for message in websocket:
                 conn.touch()
@@ -376,7 +394,10 @@ class WebSocketGateway:
             pass
         finally:
             self.connections.pop(conn.connection_id, None)
-            await self._after_close(conn)
+            try:
+                await self._after_close(conn)
+            finally:
+                self._serving.discard(task)
 
     async def _route(self, conn: GatewayConnection, message: str | bytes) -> None:
         is_binary = isinstance(message, bytes)
