@@ -318,3 +318,10 @@ def test_a_body_over_the_limit_is_413_even_without_a_content_length(
     )
     assert "content-length" not in response.request.headers
     assert response.status_code == 413
+
+
+def test_a_wrong_method_is_405_with_allow_and_a_json_error(client: AsgiClient) -> None:
+    response = client.get("/realtime/auth")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["error"]

@@ -189,7 +189,9 @@ def create_app(
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        return _error(exc.status_code, exc.detail)
+        response = _error(exc.status_code, exc.detail)
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
 
     app = Starlette(
         debug=debug,
