@@ -107,3 +107,9 @@ def test_the_state_survives_deliveries_recorded_while_it_is_read(
         deliveries.clear()
     assert response.status_code == 200
     assert response.json()["deliveries"][-1]["connection_id"] == "first"
+
+
+def test_a_wrong_method_keeps_its_allow_header(console: httpx.Client) -> None:
+    response = console.get("api/trigger")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"

@@ -12,7 +12,6 @@ import boto3
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
@@ -30,12 +29,15 @@ CONSOLE_USER = "dev-console"
 
 
 class BadRequestError(ValueError):
-    """A console API request the stack cannot act on (answered with 400)."""
+    """A console API request the stack cannot act on (answered with ``status``, 400)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _error(exc: Exception, status: int) -> JSONResponse:
-    message = getattr(exc, "detail", None) or getattr(exc, "message", None) or str(exc)
-    body: dict[str, Any] = {"error": message}
+    body: dict[str, Any] = {"error": getattr(exc, "message", None) or str(exc)}
     code = getattr(exc, "code", None)
     if code is not None:
         body["code"] = str(getattr(code, "value", code))
@@ -47,7 +49,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
     if content_type != "application/json":
         # A page on another origin can post text/plain here without a CORS preflight; it
         # cannot send application/json, so requiring it keeps such pages from acting.
-        raise HTTPException(415, "send the body as application/json")
+        raise BadRequestError("send the body as application/json", 415)
     try:
         body = json.loads(await request.body() or b"{}")
     except ValueError:
@@ -220,7 +222,7 @@ def create_console_app(stack: LocalStack) -> Starlette:
         return JSONResponse({"handler_result": _jsonable(result), "event": event})
 
     async def bad_request(request: Request, exc: Exception) -> JSONResponse:
-        return _error(exc, getattr(exc, "status_code", 400))
+        return _error(exc, getattr(exc, "status", 400))
 
     async def service_error(request: Request, exc: Exception) -> JSONResponse:
         # The service's own failures are 502; anything else it refused is the request's fault.
@@ -238,11 +240,7 @@ def create_console_app(stack: LocalStack) -> Starlette:
             Route("/api/email", api_email, methods=["POST"]),
             Route("/api/simulate", api_simulate, methods=["POST"]),
         ],
-        exception_handlers={
-            BadRequestError: bad_request,
-            HTTPException: bad_request,
-            ServiceError: service_error,
-        },
+        exception_handlers={BadRequestError: bad_request, ServiceError: service_error},
     )
 
 
