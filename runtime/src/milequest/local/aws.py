@@ -87,6 +87,7 @@ class EmbeddedAws:
             pass
 
     def stop(self) -> None:
+        """Stop the server; moto's state stays in the process until the next reset."""
         self._server.stop()
 
     def client_options(self) -> dict[str, Any]:

@@ -131,6 +131,7 @@ class Delivery:
     data: str
 
     def describe(self) -> dict[str, Any]:
+        """JSON-ready form (the dev console shows it)."""
         return {"at": _iso(self.at), "connection_id": self.connection_id, "data": self.data}
 
 
@@ -173,6 +174,7 @@ class WebSocketGateway:
 
     @property
     def handlers(self) -> WebSocketHandlers:
+        """The Lambda handlers, resolved (imported) on first use."""
         if self._handlers is None:
             source = self._handlers_source
             self._handlers = source if isinstance(source, WebSocketHandlers) else source()
@@ -180,6 +182,7 @@ class WebSocketGateway:
 
     @property
     def domain_name(self) -> str:
+        """``host:port`` the gateway serves (``requestContext.domainName``)."""
         return f"{self._host}:{self._port}"
 
     @property
@@ -287,6 +290,7 @@ class WebSocketGateway:
         await conn.websocket.close(1000, "Connection deleted")
 
     def snapshot(self) -> list[dict[str, Any]]:
+        """Every live connection, described."""
         return [conn.describe() for conn in list(self.connections.values())]
 
     # -- handshake: authorizer and $connect ------------------------------------------------

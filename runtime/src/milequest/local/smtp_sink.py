@@ -95,10 +95,12 @@ class SmtpSink:
 
     @property
     def messages(self) -> list[CapturedEmail]:
+        """The messages kept, oldest first."""
         with self._lock:
             return list(self._messages)
 
     def clear(self) -> None:
+        """Forget every message."""
         with self._lock:
             self._messages.clear()
 
@@ -116,6 +118,7 @@ class SmtpSink:
         )
 
     async def stop(self) -> None:
+        """Stop listening for new SMTP sessions."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
