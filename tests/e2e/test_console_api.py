@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import deque
 from collections.abc import Iterator
@@ -11,10 +12,11 @@ from typing import Any
 import httpx
 import pytest
 from milequest.local import LocalStack
+from milequest.local import console as console_module
 from milequest.local.gateway import Delivery
 from milequest.services.websocket import verify_connection_token
 
-from .conftest import stack_config
+from .conftest import Client, run, stack_config
 
 pytestmark = pytest.mark.slow
 
@@ -113,3 +115,21 @@ def test_a_wrong_method_keeps_its_allow_header(console: httpx.Client) -> None:
     response = console.get("api/trigger")
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
+
+
+def test_the_state_lists_the_newest_connections_only(
+    stack: LocalStack, console: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console_module, "MAX_LISTED_CONNECTIONS", 1)
+
+    async def scenario() -> dict[str, Any]:
+        first, second = await Client.open(stack, "ada"), await Client.open(stack, "bob")
+        state: dict[str, Any] = (await asyncio.to_thread(console.get, "api/state")).json()
+        await first.close()
+        await second.close()
+        state["newest"] = second.socket_id
+        return state
+
+    state = run(scenario)
+    assert state["connections_total"] == 2
+    assert [c["connection_id"] for c in state["connections"]] == [state["newest"]]

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .stack import LocalStack
 
 CONSOLE_USER = "dev-console"
+MAX_LISTED_CONNECTIONS = 100  # each listed connection costs a DynamoDB query per refresh
 
 
 class BadRequestError(ValueError):
@@ -126,7 +127,8 @@ def create_console_app(stack: LocalStack) -> Starlette:
     async def api_state(request: Request) -> JSONResponse:
         # The gateway's state is read here, on its own event loop, where it cannot change
         # mid-read; only the boto3 calls go to a worker thread.
-        connections = stack.gateway.snapshot()
+        every = stack.gateway.snapshot()
+        connections = every[-MAX_LISTED_CONNECTIONS:]
         deliveries = list(stack.gateway.deliveries)
         webhooks = list(stack.webhooks)
         found = await run_in_threadpool(stored, [c["connection_id"] for c in connections])
@@ -137,6 +139,7 @@ def create_console_app(stack: LocalStack) -> Starlette:
                 "urls": stack.urls,
                 "email_provider": stack.config.email_provider,
                 "connections": connections,
+                "connections_total": len(every),
                 "deliveries": [d.describe() for d in reversed(deliveries)],
                 "webhooks": webhooks[::-1],
                 "emails": found["emails"],
