@@ -74,3 +74,35 @@ def test_console_shows_a_triggered_event_and_a_sent_email(stack: LocalStack) -> 
             browser.close()
 
     assert any(m.subject == "Sent from Chromium" for m in stack.smtp.messages)
+
+
+@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"{CHROMIUM} is not installed")
+def test_console_runs_no_markup_from_an_email_or_an_event(stack: LocalStack) -> None:
+    from milequest.services.email import create_email_service
+    from playwright.sync_api import expect, sync_playwright
+
+    markup = '<img src="data:," onerror="top.__xss = 1"><script>top.__xss = 1</script>'
+    create_email_service().send_email(
+        {"to": "xss@runners.example", "subject": markup, "text": "t", "html": markup}
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(stack.urls["console"])
+            expect(page.locator("#events")).to_contain_text("subscription_succeeded")
+            trigger = page.locator("#trigger-form")
+            trigger.locator("input[name=data]").fill(markup)
+            trigger.get_by_role("button", name="Trigger").click()
+            expect(page.locator("#events")).to_contain_text("onerror")
+            page.locator("#emails a", has_text="onerror").first.click()
+            expect(page.locator("#email-detail h2")).to_have_text(markup)
+            frame = page.locator("#email-detail iframe")
+            expect(frame).to_have_attribute("sandbox", "")
+            page.wait_for_load_state("load")
+            assert page.evaluate("window.__xss") is None
+        finally:
+            browser.close()
