@@ -196,8 +196,10 @@ def test_the_embedded_aws_is_provisioned_from_the_runtime_definitions(
     ses = boto3.client("sesv2")
     sources = load_template_sources()
     assert sources
+    prefix = stack.env["SES_TEMPLATE_PREFIX"]
+    assert prefix == "milequest-local-"  # named like the stages' templates
     for name, source in sources.items():
-        content = ses.get_email_template(TemplateName=name)["TemplateContent"]
+        content = ses.get_email_template(TemplateName=prefix + name)["TemplateContent"]
         assert (content["Subject"], content["Html"], content["Text"]) == (
             source.subject,
             source.html,

@@ -53,6 +53,7 @@ class AwsResources:
     connections_table: str = "milequest-local-connections"
     sender_domain: str = "milequest.example"
     configuration_set: str = "milequest-local"
+    template_prefix: str = "milequest-local-"  # as the stages name theirs: <prefix>-<name>
     websocket_secret_name: str = "milequest/local/websocket"
     websocket_app_key: str = "local-app-key"
     websocket_app_secret: str = "local-app-secret"
@@ -128,14 +129,14 @@ class EmbeddedAws:
         for name, source in load_template_sources().items():
             try:
                 ses.create_email_template(
-                    TemplateName=name,
+                    TemplateName=res.template_prefix + name,
                     TemplateContent={
                         "Subject": source.subject,
                         "Html": source.html,
                         "Text": source.text,
                     },
                 )
-                report.created.append(f"ses template {name}")
+                report.created.append(f"ses template {res.template_prefix}{name}")
             except ClientError as exc:
                 report.unsupported.append(f"ses template {name} ({_code(exc)})")
 

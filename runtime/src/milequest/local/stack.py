@@ -271,6 +271,7 @@ class LocalStack:
             "DEFAULT_FROM_EMAIL": f"noreply@{res.sender_domain}",
             "AWS_SES_REGION": res.region,
             "SES_CONFIGURATION_SET": res.configuration_set,
+            "SES_TEMPLATE_PREFIX": res.template_prefix,
             "SMTP_HOST": host,
             "SMTP_PORT": str(ports["SMTP sink"]),
             "SMTP_SECURITY": "none",
