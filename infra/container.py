@@ -24,7 +24,8 @@ from .paths import DOCKERFILE, REPO_ROOT
 from .realtime import RealtimeStack
 
 CONTAINER_PORT = 8080
-HEALTH_PATH = "/healthz"
+# Liveness, not the deep /healthz report: a provider outage must not recycle every task.
+HEALTH_PATH = "/livez"
 DOCKERIGNORE = REPO_ROOT / "runtime" / "Dockerfile.dockerignore"
 
 

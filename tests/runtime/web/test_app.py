@@ -325,3 +325,20 @@ def test_a_wrong_method_is_405_with_allow_and_a_json_error(client: AsgiClient) -
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
     assert response.json()["error"]
+
+
+def test_liveness_answers_without_probing_the_providers() -> None:
+    probed = _Probed(ConnectionError("table unreachable"))
+    calls: list[int] = []
+    original = probed._probe
+
+    def counting_probe() -> tuple[HealthState, dict[str, Any]]:
+        calls.append(1)
+        return original()
+
+    probed._probe = counting_probe  # type: ignore[method-assign]
+    with override_service("websocket", probed), AsgiClient(create_app()) as client:
+        assert client.get("/livez").status_code == 200
+        assert calls == []
+        assert client.get("/healthz").status_code == 503
+        assert calls == [1]

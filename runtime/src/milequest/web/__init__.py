@@ -1,7 +1,8 @@
 """The runtime's HTTP app (ASGI): ``uvicorn milequest.web:app``.
 
-``GET /healthz``, ``POST /realtime/auth`` (channel auth for pusher-js style clients) and
-``POST /webhooks/pusher``. Build a customised app with :func:`create_app`.
+``GET /livez`` (liveness: what load balancers poll), ``GET /healthz`` (the services' health
+report; 503 when unhealthy), ``POST /realtime/auth`` (channel auth for pusher-js style
+clients) and ``POST /webhooks/pusher``. Build a customised app with :func:`create_app`.
 """
 
 from .app import create_app

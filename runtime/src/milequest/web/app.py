@@ -146,6 +146,11 @@ def create_app(
     may_join = channel_policy or allow_all_channels
     dispatcher = WebhookDispatcher(webhook_handlers)
 
+    async def livez(request: Request) -> JSONResponse:
+        # Liveness only: load balancers and container health checks poll this, and must not
+        # turn a provider hiccup (or throttled probes) into every task being replaced.
+        return JSONResponse({"status": "alive"})
+
     async def healthz(request: Request) -> JSONResponse:
         report = await run_in_threadpool(check_services_health, health_services)
         status = 503 if report.status is HealthState.UNHEALTHY else 200
@@ -197,6 +202,7 @@ def create_app(
         debug=debug,
         exception_handlers={HTTPException: http_error},
         routes=[
+            Route("/livez", livez, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/realtime/auth", realtime_auth, methods=["POST"]),
             Route("/webhooks/pusher", pusher_webhook, methods=["POST"]),
