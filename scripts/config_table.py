@@ -12,6 +12,7 @@ from pathlib import Path
 from milequest.local.stack import LocalStackSettings
 from milequest.services.email.settings import EmailSettings
 from milequest.services.websocket.settings import WebSocketSettings
+from milequest.web.settings import WebSettings
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
@@ -75,6 +76,7 @@ def render() -> str:
     rows = (
         _rows("Email", EmailSettings)
         + _rows("WebSocket", WebSocketSettings)
+        + _rows("HTTP app", WebSettings)
         + EXTRA_ROWS
         + _rows("Local stack", LocalStackSettings)
     )

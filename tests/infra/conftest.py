@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from milequest.services.email.settings import EmailSettings
 from milequest.services.websocket.settings import WebSocketSettings
+from milequest.web.settings import WebSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # jsii runs on the Node the project pins (no end-of-life warning), also outside make.
@@ -29,7 +30,14 @@ SKIP_BUNDLING = {"aws:cdk:bundling-stacks": []}
 
 # Every variable the runtime reads: its settings (upper-cased field names), Powertools, metrics.
 RUNTIME_VARS = {
-    *(name.upper() for name in (*EmailSettings.model_fields, *WebSocketSettings.model_fields)),
+    *(
+        name.upper()
+        for name in (
+            *EmailSettings.model_fields,
+            *WebSocketSettings.model_fields,
+            *WebSettings.model_fields,
+        )
+    ),
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",

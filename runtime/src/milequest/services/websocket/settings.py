@@ -63,6 +63,31 @@ class WebSocketSettings(ServiceSettings):
     websocket_secret_arn: str | None = Field(
         default=None, description="Secret with JSON key / secret (instead of the two above)"
     )
+    websocket_app_id: str = Field(
+        default="1",
+        pattern=r"^\d{1,20}$",
+        description="Numeric app id of our Pusher-compatible HTTP API (/apps/{id}/...)",
+    )
+    websocket_encryption_master_key: str | None = Field(
+        default=None,
+        description="Base64 of 32 bytes: derives the keys of private-encrypted- channels "
+        "(or 'encryption_master_key' in a *_SECRET_ARN secret)",
+    )
+    websocket_activity_timeout: int = Field(
+        default=120,
+        ge=1,
+        le=540,
+        description="Seconds of silence before pusher-js pings (below API Gateway's 10-minute "
+        "idle timeout)",
+    )
+    websocket_client_event_rate: int = Field(
+        default=10, ge=1, le=1000, description="Client events a connection may send per second"
+    )
+    websocket_announce_function: str | None = Field(
+        default=None,
+        description="Function $connect invokes asynchronously to push "
+        "pusher:connection_established (apigateway)",
+    )
     websocket_webhook_url: str | None = Field(
         default=None,
         pattern=r"^https?://",
