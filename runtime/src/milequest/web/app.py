@@ -14,7 +14,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import Message
 
 from milequest.services.errors import ServiceError
 from milequest.services.health import HealthState
@@ -28,6 +27,7 @@ from .auth import (
     allow_all_channels,
     connection_token_authenticator,
 )
+from .requests import buffered, error
 from .webhooks import WebhookDispatcher, WebhookHandler
 
 logger = logging.getLogger("milequest.web")
@@ -42,41 +42,16 @@ _CLIENT_ERROR_CODES = frozenset(
 )
 
 
-def _error(status: int, message: str, code: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": message}
-    if code is not None:
-        body["code"] = code
-    return JSONResponse(body, status_code=status)
-
-
 def _service_error_response(exc: ServiceError) -> JSONResponse:
     code = exc.code.value
     if code in _CLIENT_ERROR_CODES:
-        return _error(400, exc.message, code)
+        return error(400, exc.message, code)
     if code in {"UNAUTHORIZED", "FORBIDDEN"}:
-        return _error(403, exc.message, code)
+        return error(403, exc.message, code)
     if code == "RATE_LIMITED":
-        return _error(429, exc.message, code)
+        return error(429, exc.message, code)
     logger.warning("service error: %s", exc)
-    return _error(503 if exc.retryable else 500, "the service failed", code)
-
-
-async def _buffered(request: Request, limit: int) -> Request:
-    """``request`` with its body read; HTTP 413 past ``limit`` bytes.
-
-    The body is counted as it arrives, so a chunked request (no Content-Length) cannot
-    make the app buffer more than ``limit``.
-    """
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, "request body too large")
-
-    async def replay() -> Message:
-        return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-    return Request(request.scope, replay)
+    return error(503 if exc.retryable else 500, "the service failed", code)
 
 
 async def _auth_fields(request: Request) -> dict[str, str] | JSONResponse:
@@ -87,21 +62,21 @@ async def _auth_fields(request: Request) -> dict[str, str] | JSONResponse:
         try:
             parsed = json.loads(await request.body())
         except ValueError:
-            return _error(400, "body is not valid JSON")
+            return error(400, "body is not valid JSON")
         if not isinstance(parsed, dict):
-            return _error(400, "body must be a JSON object")
+            return error(400, "body must be a JSON object")
         fields = parsed
     elif content_type in {"application/x-www-form-urlencoded", "multipart/form-data"}:
         form = await request.form(max_files=0)
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
     else:
-        return _error(415, "send application/x-www-form-urlencoded or application/json")
+        return error(415, "send application/x-www-form-urlencoded or application/json")
     missing = [name for name in ("socket_id", "channel_name") if not fields.get(name)]
     if missing:
-        return _error(400, f"missing field(s): {', '.join(missing)}")
+        return error(400, f"missing field(s): {', '.join(missing)}")
     values = {name: fields[name] for name in ("socket_id", "channel_name")}
     if not all(isinstance(v, str) for v in values.values()):
-        return _error(400, "socket_id and channel_name must be strings")
+        return error(400, "socket_id and channel_name must be strings")
     return values
 
 
@@ -157,16 +132,16 @@ def create_app(
         return JSONResponse(report.model_dump(mode="json"), status_code=status)
 
     async def realtime_auth(request: Request) -> JSONResponse:
-        request = await _buffered(request, MAX_AUTH_BODY_BYTES)
+        request = await buffered(request, MAX_AUTH_BODY_BYTES)
         fields = await _auth_fields(request)
         if isinstance(fields, JSONResponse):
             return fields
         user = await _resolve_user(resolve, request)
         if user is None:
-            return _error(403, "not authenticated")
+            return error(403, "not authenticated")
         channel = fields["channel_name"]
         if not await run_in_threadpool(may_join, user, channel):
-            return _error(403, f"not allowed on {channel}")
+            return error(403, f"not allowed on {channel}")
         try:
             service = await run_in_threadpool(_websocket)
             signed = await run_in_threadpool(
@@ -177,24 +152,24 @@ def create_app(
         return JSONResponse(signed)
 
     async def pusher_webhook(request: Request) -> JSONResponse:
-        request = await _buffered(request, MAX_WEBHOOK_BODY_BYTES)
+        request = await buffered(request, MAX_WEBHOOK_BODY_BYTES)
         body = await request.body()
         try:
             service = await run_in_threadpool(_websocket)
             events = await run_in_threadpool(service.parse_webhook, dict(request.headers), body)
         except ServiceError as exc:
             if exc.code.value == "INVALID_WEBHOOK":
-                return _error(401, exc.message, exc.code.value)
+                return error(401, exc.message, exc.code.value)
             return _service_error_response(exc)
         handled, failed = await dispatcher.dispatch(events)
         if failed:
             # A non-2xx answer makes the sender retry the webhook later.
-            return _error(500, f"{failed} webhook handler(s) failed")
+            return error(500, f"{failed} webhook handler(s) failed")
         return JSONResponse({"events": len(events), "handled": handled})
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        response = _error(exc.status_code, exc.detail)
+        response = error(exc.status_code, exc.detail)
         response.headers.update(exc.headers or {})  # e.g. Allow on a 405
         return response
 
