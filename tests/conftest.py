@@ -7,6 +7,25 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property-based tests: fixed seeds by default so CI is deterministic. For a wider, random
+# search: HYPOTHESIS_PROFILE=explore .venv/bin/pytest -k property
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "explore",
+    max_examples=2000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Every AWS client in the suite talks to moto or a local endpoint, never to AWS.
 _HERMETIC_ENV = {
@@ -18,7 +37,9 @@ _HERMETIC_ENV = {
     "AWS_EC2_METADATA_DISABLED": "true",
 }
 for _name in list(os.environ):
-    if _name.startswith(("AWS_ENDPOINT_URL", "AWS_PROFILE", "EMAIL_", "WEBSOCKET_", "PUSHER_")):
+    if _name.startswith(
+        ("AWS_ENDPOINT_URL", "AWS_PROFILE", "EMAIL_", "WEBSOCKET_", "PUSHER_", "REALTIME_", "WEB_")
+    ):
         del os.environ[_name]
 os.environ.update(_HERMETIC_ENV)
 os.environ["METRICS_SINK"] = "none"
