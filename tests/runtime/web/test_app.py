@@ -35,6 +35,12 @@ def _fixed_user(request: Request) -> str:
     return "user-1"
 
 
+@pytest.fixture(autouse=True)
+def _allow_all_channels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the endpoints; the channel policy has its own tests below."""
+    monkeypatch.setenv("REALTIME_CHANNEL_POLICY", "allow-all")
+
+
 @pytest.fixture(params=["pusher", "mock"])
 def websocket_service(request: pytest.FixtureRequest) -> None:
     if request.param == "pusher":
@@ -169,6 +175,124 @@ def test_default_authenticator_takes_a_bearer_connection_token(
     assert forged.status_code == 403
     assert good.status_code == 200
     assert good.json() == {"auth": f"{KEY}:{SIGNATURE}"}
+
+
+# -- the channel policy, user auth, CORS, hostile bodies ------------------------------------
+
+
+def test_private_channels_are_denied_until_a_policy_allows_them(
+    websocket_service: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REALTIME_CHANNEL_POLICY")
+    fields = {"socket_id": SOCKET_ID, "channel_name": CHANNEL}
+    with AsgiClient(create_app(authenticator=_fixed_user)) as client:
+        refused = client.post("/realtime/auth", data=fields)
+    assert refused.status_code == 403
+    monkeypatch.setenv("REALTIME_CHANNEL_POLICY", f"{__name__}:team_members_only")
+    with AsgiClient(create_app(authenticator=_fixed_user)) as client:
+        own = client.post(
+            "/realtime/auth", data={"socket_id": SOCKET_ID, "channel_name": "private-team-1"}
+        )
+        other = client.post(
+            "/realtime/auth", data={"socket_id": SOCKET_ID, "channel_name": "private-team-2"}
+        )
+    assert (own.status_code, other.status_code) == (200, 403)
+
+
+def team_members_only(user: object, channel: str) -> bool:
+    """An application's rule: user-1 is a member of team 1 only."""
+    return user == "user-1" and channel.endswith("-team-1")
+
+
+@pytest.mark.parametrize("value", ["maybe", "no.such.module:rule", f"{__name__}:missing", "x:"])
+def test_a_bad_channel_policy_setting_fails_at_start(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REALTIME_CHANNEL_POLICY", value)
+    with pytest.raises(ValueError, match="REALTIME_CHANNEL_POLICY"):
+        create_app()
+
+
+def test_user_auth_is_what_pusher_js_signin_needs(websocket_service: None) -> None:
+    def member(request: Request) -> dict[str, Any]:
+        return {"user_id": "u-7", "user_info": {"name": "Ada"}}
+
+    with AsgiClient(create_app(authenticator=member)) as client:
+        response = client.post("/realtime/user-auth", data={"socket_id": SOCKET_ID})
+        anonymous = AsgiClient(create_app(authenticator=lambda request: None))
+        with anonymous:
+            refused = anonymous.post("/realtime/user-auth", data={"socket_id": SOCKET_ID})
+        missing = client.post("/realtime/user-auth", data={"user": "u-7"})
+    assert response.status_code == 200
+    body = response.json()
+    assert json.loads(body["user_data"]) == {"id": "u-7", "user_info": {"name": "Ada"}}
+    expected = hmac.new(
+        SECRET.encode(), f"{SOCKET_ID}::user::{body['user_data']}".encode(), hashlib.sha256
+    ).hexdigest()
+    assert body["auth"] == f"{KEY}:{expected}"
+    assert (refused.status_code, missing.status_code) == (403, 400)
+
+
+def test_encrypted_channel_auth_carries_the_shared_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    key = base64.b64encode(bytes(32)).decode()
+    register_service(
+        "websocket",
+        create_websocket_service(
+            "mock",
+            websocket_app_key=KEY,
+            websocket_app_secret=SECRET,
+            websocket_encryption_master_key=key,
+        ),
+    )
+    with AsgiClient(create_app(authenticator=_fixed_user)) as client:
+        response = client.post(
+            "/realtime/auth",
+            data={"socket_id": SOCKET_ID, "channel_name": "private-encrypted-team"},
+        )
+    secret = hashlib.sha256(b"private-encrypted-team" + bytes(32)).digest()
+    assert response.json()["shared_secret"] == base64.b64encode(secret).decode()
+
+
+def test_cors_allows_only_the_listed_origins(
+    websocket_service: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEB_CORS_ORIGINS", "https://app.milequest.example, https://x.example")
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    with AsgiClient(create_app(authenticator=_fixed_user)) as client:
+        allowed = client.options(
+            "/realtime/auth", headers={"Origin": "https://app.milequest.example", **preflight}
+        )
+        refused = client.options(
+            "/realtime/auth", headers={"Origin": "https://evil.example", **preflight}
+        )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://app.milequest.example"
+    assert refused.status_code == 400
+    assert "access-control-allow-origin" not in refused.headers
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b"[" * 1000 + b"]" * 1000, "application/json"),
+        (b'{"socket_id": "\\ud800", "channel_name": "private-a"}', "application/json"),
+        (b'{"socket_id": 1e999, "channel_name": "private-a"}', "application/json"),
+        (b"--x\r\nbroken", "multipart/form-data; boundary=x"),
+        (b"socket_id=%FF%FE&channel_name=private-a", "application/x-www-form-urlencoded"),
+    ],
+)
+def test_hostile_auth_bodies_get_4xx_never_500(
+    client: AsgiClient, content: bytes, content_type: str
+) -> None:
+    for path in ("/realtime/auth", "/realtime/user-auth"):
+        response = client.post(path, content=content, headers={"content-type": content_type})
+        assert 400 <= response.status_code < 500, (path, response.text)
+        assert "error" in response.json()
 
 
 # -- POST /webhooks/pusher ------------------------------------------------------------------

@@ -34,6 +34,7 @@ from .endpoints import (
 APP_KEY = "app-key-123"
 APP_SECRET = "app-secret-456"
 PUSHER_APP_ID = "4242"
+ENCRYPTION_KEY = bytes(range(32))
 STAGE = "local"
 _tables = itertools.count(1)
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -134,6 +135,7 @@ def apigw(
         management_endpoint=management_endpoint,
         app_key=APP_KEY,
         app_secret=APP_SECRET,
+        encryption_master_key=ENCRYPTION_KEY,
         concurrency=16,
         max_attempts=3,
     )
@@ -168,4 +170,5 @@ def pusher_service(pusher_state: PusherState, pusher_port: int) -> PusherWebSock
         host="127.0.0.1",
         port=pusher_port,
         use_tls=False,
+        encryption_master_key=ENCRYPTION_KEY,
     )

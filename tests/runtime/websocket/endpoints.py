@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -25,6 +26,9 @@ class ConnectionsState:
     gone: set[str] = field(default_factory=set)
     bare_gone: set[str] = field(default_factory=set)
     throttle: dict[str, int] = field(default_factory=dict)
+    not_yet: dict[str, int] = field(default_factory=dict)
+    """Connections answering 410 to their next N calls (``$connect`` not yet returned)."""
+    deleted: list[str] = field(default_factory=list)
     forbid: bool = False
     requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -35,12 +39,20 @@ class ConnectionsState:
             self.gone.clear()
             self.bare_gone.clear()
             self.throttle.clear()
+            self.not_yet.clear()
+            self.deleted.clear()
             self.forbid = False
             self.requests = 0
 
     def frames(self, connection_id: str) -> list[dict[str, Any]]:
+        """What the connection was sent, ``data`` decoded from its JSON string."""
         with self.lock:
-            return [json.loads(b) for b in self.posts.get(connection_id, [])]
+            raw = [json.loads(b) for b in self.posts.get(connection_id, [])]
+        for frame in raw:
+            if isinstance(frame.get("data"), str):
+                with contextlib.suppress(ValueError):
+                    frame["data"] = json.loads(frame["data"])
+        return raw
 
 
 class _ConnectionsHandler(BaseHTTPRequestHandler):
@@ -82,6 +94,10 @@ class _ConnectionsHandler(BaseHTTPRequestHandler):
                 state.throttle[connection_id] -= 1
                 self._answer(429, {"message": "Rate exceeded"}, "LimitExceededException")
                 return None
+            if state.not_yet.get(connection_id, 0) > 0:
+                state.not_yet[connection_id] -= 1
+                self._answer(410, {"message": "Gone"}, "GoneException")
+                return None
             if connection_id in state.gone:
                 self._answer(410, {"message": "Gone"}, "GoneException")
                 return None
@@ -110,6 +126,7 @@ class _ConnectionsHandler(BaseHTTPRequestHandler):
         if connection_id is not None:
             with self.server.state.lock:
                 self.server.state.gone.add(connection_id)
+                self.server.state.deleted.append(connection_id)
             self._answer(204)
 
 
@@ -278,6 +295,11 @@ class _PusherHandler(BaseHTTPRequestHandler):
                         event["channel"], event["name"], event["data"], event.get("socket_id")
                     )
             self._answer(200, {"batch": [{} for _ in payload["batch"]]})
+        elif path.startswith(f"{prefix}/users/") and path.endswith("/terminate_connections"):
+            user_id = path[len(f"{prefix}/users/") : -len("/terminate_connections")]
+            with state.lock:
+                state.channels.pop(f"#server-to-user-{user_id}", None)
+            self._answer(200, {})
         else:
             self._answer(404, "not found")
 
@@ -294,7 +316,17 @@ class _PusherHandler(BaseHTTPRequestHandler):
         info = set(filter(None, params.get("info", "").split(",")))
         with state.lock:
             if path == prefix:
-                occupied = {c: {} for c, subs in state.channels.items() if subs}
+                wanted = params.get("filter_by_prefix", "")
+                if "user_count" in info and wanted != "presence-":
+                    self._answer(400, "user_count needs filter_by_prefix=presence-")
+                    return
+                occupied = {
+                    c: {"user_count": len({u for u in subs.values() if u})}
+                    if "user_count" in info
+                    else {}
+                    for c, subs in state.channels.items()
+                    if subs and c.startswith(wanted) and not c.startswith("#")
+                }
                 self._answer(200, {"channels": occupied})
                 return
             rest = path[len(prefix) + 1 :] if path.startswith(prefix + "/") else ""

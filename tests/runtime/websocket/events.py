@@ -91,3 +91,7 @@ def message_event(connection_id: str, body: Any, *, raw: str | None = None) -> d
         "body": raw if raw is not None else json.dumps(body),
         "isBase64Encoded": False,
     }
+
+
+# What pusher-js 8 puts in the query string of /app/{key}.
+PUSHER_JS_QUERY = {"protocol": "7", "client": "js", "version": "8.6.0", "flash": "false"}

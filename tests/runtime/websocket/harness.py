@@ -1,17 +1,41 @@
-"""One way to drive and observe each provider, so the contract suite runs against all three."""
+"""One way to drive and observe each provider, so the contract suite runs against all three.
+
+Every harness hands out Pusher-format socket ids and reports what a subscriber received as
+``{"event", "channel", "data"}`` with ``data`` decoded from its JSON string, as pusher-js
+would hand it to the application.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 from typing import Any, Protocol
 
-from milequest.services.websocket import WebSocketService
+from milequest.services.websocket import ConnectionService, WebSocketService, protocol
 from milequest.services.websocket.apigateway import ApiGatewayWebSocketService
 from milequest.services.websocket.mock import MockWebSocketService
 from milequest.services.websocket.pusher import PusherWebSocketService
 
 from .conftest import new_connection_id
 from .endpoints import ConnectionsState, PusherState
+
+_INTERNAL = ("pusher:", "pusher_internal:")
+
+
+def decoded(frame: dict[str, Any]) -> dict[str, Any]:
+    """A wire frame with its ``data`` string decoded as pusher-js decodes it."""
+    out = dict(frame)
+    data = out.get("data")
+    if isinstance(data, str):
+        with contextlib.suppress(ValueError):
+            out["data"] = json.loads(data)
+    return out
+
+
+def application_events(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The frames an application sees as events (not protocol or presence internals)."""
+    return [decoded(f) for f in frames if not str(f.get("event", "")).startswith(_INTERNAL)]
 
 
 class Harness(Protocol):
@@ -23,6 +47,10 @@ class Harness(Protocol):
         self, channel: str, user_id: str | None = None, user_info: dict[str, Any] | None = None
     ) -> str: ...
 
+    def add_user_connection(self, user_id: str) -> str:
+        """A connection signed in (``pusher:signin``) as ``user_id``; its socket id."""
+        ...
+
     def received(self, socket_id: str) -> list[dict[str, Any]]: ...
 
     def network_calls(self) -> int: ...
@@ -31,24 +59,24 @@ class Harness(Protocol):
 class MockHarness:
     def __init__(self, service: MockWebSocketService) -> None:
         self.service = service
-        self._ids = itertools.count(1)
 
     def new_socket_id(self) -> str:
-        return f"{next(self._ids)}.999"
+        return protocol.encode_socket_id(new_connection_id())
 
     def add_subscriber(
         self, channel: str, user_id: str | None = None, user_info: dict[str, Any] | None = None
     ) -> str:
-        return self.service.add_subscriber(channel, user_id, user_info)
+        return self.service.socket_id(self.service.add_subscriber(channel, user_id, user_info))
+
+    def add_user_connection(self, user_id: str) -> str:
+        return _signed_in(self.service, self.service.add_connection(), user_id)
 
     def received(self, socket_id: str) -> list[dict[str, Any]]:
-        return [m for m in self.service.received.get(socket_id, []) if m["event"] not in _PRESENCE]
+        frames = self.service.received.get(protocol.decode_socket_id(socket_id), [])
+        return application_events(frames)
 
     def network_calls(self) -> int:
         return len(self.service.messages)
-
-
-_PRESENCE = {"member_added", "member_removed"}
 
 
 class PusherHarness:
@@ -70,6 +98,9 @@ class PusherHarness:
             self.state.channels.setdefault(channel, {})[sid] = user_id
         return sid
 
+    def add_user_connection(self, user_id: str) -> str:
+        return self.add_subscriber(protocol.server_to_user_channel(user_id))
+
     def received(self, socket_id: str) -> list[dict[str, Any]]:
         with self.state.lock:
             return list(self.state.received.get(socket_id, []))
@@ -87,24 +118,37 @@ class ApiGatewayHarness:
         self.state = state
 
     def new_socket_id(self) -> str:
-        return new_connection_id()
+        return protocol.encode_socket_id(new_connection_id())
 
     def add_subscriber(
         self, channel: str, user_id: str | None = None, user_info: dict[str, Any] | None = None
     ) -> str:
-        sid = self.new_socket_id()
-        self.service.connect(sid, user_id)
+        connection_id = new_connection_id()
+        socket_id = self.service.socket_id(connection_id)
+        self.service.connect(connection_id)
         auth = data = None
-        if channel.startswith(("private-", "presence-")):
+        if protocol.is_private(channel):
             user = {"user_id": user_id, "user_info": user_info} if user_id else None
-            signed = self.service.authenticate_channel(sid, channel, user)
+            signed = self.service.authenticate_channel(socket_id, channel, user)
             auth, data = signed["auth"], signed.get("channel_data")
-        self.service.subscribe(sid, channel, auth, data)
-        return sid
+        self.service.subscribe(connection_id, channel, auth, data)
+        return socket_id
+
+    def add_user_connection(self, user_id: str) -> str:
+        connection_id = new_connection_id()
+        self.service.connect(connection_id)
+        return _signed_in(self.service, connection_id, user_id)
 
     def received(self, socket_id: str) -> list[dict[str, Any]]:
-        return [f for f in self.state.frames(socket_id) if f["event"] not in _PRESENCE]
+        return application_events(self.state.frames(protocol.decode_socket_id(socket_id)))
 
     def network_calls(self) -> int:
         with self.state.lock:
             return self.state.requests
+
+
+def _signed_in(service: ConnectionService, connection_id: str, user_id: str) -> str:
+    socket_id = service.socket_id(connection_id)
+    signed = service.authenticate_user(socket_id, user_id)
+    service.signin(connection_id, signed["auth"], signed["user_data"])
+    return socket_id

@@ -7,8 +7,9 @@ from typing import Any
 
 import boto3
 import pytest
-from milequest.services.websocket import WebSocketError, WebSocketErrorCode
+from milequest.services.websocket import WebSocketError, WebSocketErrorCode, protocol
 from milequest.services.websocket.apigateway import (
+    CHANNELS_INDEX,
     CONNECTION_INDEX,
     TTL_ATTRIBUTE,
     ApiGatewayWebSocketService,
@@ -30,7 +31,7 @@ def _join(
     auth = data = None
     if channel.startswith(("private-", "presence-")):
         signed = svc.authenticate_channel(
-            cid, channel, {"user_id": user, "user_info": info} if user else None
+            svc.socket_id(cid), channel, {"user_id": user, "user_info": info} if user else None
         )
         auth, data = signed["auth"], signed.get("channel_data")
     svc.subscribe(cid, channel, auth, data)
@@ -62,7 +63,12 @@ def test_table_definition_is_query_only_friendly() -> None:
     definition = table_definition()
     assert "TableName" not in definition
     indexes = {i["IndexName"] for i in definition["GlobalSecondaryIndexes"]}
-    assert indexes == {CONNECTION_INDEX}
+    assert indexes == {CONNECTION_INDEX, CHANNELS_INDEX}
+    channels = next(
+        i for i in definition["GlobalSecondaryIndexes"] if i["IndexName"] == CHANNELS_INDEX
+    )
+    # Keys only: counter updates must not write to the index, only occupy/vacate.
+    assert channels["Projection"] == {"ProjectionType": "KEYS_ONLY"}
 
 
 @pytest.mark.usefixtures("no_scan")
@@ -199,18 +205,22 @@ def test_presence_member_events_on_first_and_last_connection(
         return [
             (f["event"], f["data"]["user_id"])
             for f in connections.frames(cid)
-            if f["event"].startswith("member_")
+            if f["event"].startswith("pusher_internal:member_")
         ]
 
-    assert member_events(watcher) == [("member_added", "alice")]
+    assert member_events(watcher) == [("pusher_internal:member_added", "alice")]
     assert member_events(alice1) == []  # not sent to the user's own connections
     added = connections.frames(watcher)[0]["data"]
     assert added == {"user_id": "alice", "user_info": {"name": "Alice"}}
 
     apigw.disconnect(alice1)
-    assert member_events(watcher) == [("member_added", "alice")]
-    apigw.unsubscribe(alice2, "presence-room")
-    assert member_events(watcher) == [("member_added", "alice"), ("member_removed", "alice")]
+    assert member_events(watcher) == [("pusher_internal:member_added", "alice")]
+    assert apigw.unsubscribe(alice2, "presence-room") is True
+    assert member_events(watcher) == [
+        ("pusher_internal:member_added", "alice"),
+        ("pusher_internal:member_removed", "alice"),
+    ]
+    assert apigw.unsubscribe(alice2, "presence-room") is False
     assert [u.id for u in apigw.get_channel_users("presence-room")] == ["watcher"]
 
     apigw.disconnect(watcher)
@@ -232,7 +242,7 @@ def test_presence_subscription_returns_members(apigw: ApiGatewayWebSocketService
     _join(apigw, "presence-room", "bob", {"name": "Bob"})
     cid = new_connection_id()
     apigw.connect(cid, "carol")
-    signed = apigw.authenticate_channel(cid, "presence-room", "carol")
+    signed = apigw.authenticate_channel(apigw.socket_id(cid), "presence-room", "carol")
     result = apigw.subscribe(cid, "presence-room", signed["auth"], signed["channel_data"])
     assert result.members == {"bob": {"name": "Bob"}, "carol": None}
     again = apigw.subscribe(cid, "presence-room", signed["auth"], signed["channel_data"])
@@ -244,13 +254,13 @@ def test_subscribe_checks_signatures(apigw: ApiGatewayWebSocketService) -> None:
     cid = new_connection_id()
     apigw.connect(cid, "eve")
     other = new_connection_id()
-    for_other = apigw.authenticate_channel(other, "private-team")["auth"]
+    for_other = apigw.authenticate_channel(apigw.socket_id(other), "private-team")["auth"]
     for auth in (None, "", for_other, f"{APP_KEY}:{'0' * 64}"):
         with pytest.raises(WebSocketError) as err:
             apigw.subscribe(cid, "private-team", auth)
         assert err.value.code is WebSocketErrorCode.UNAUTHORIZED
     # A presence signature does not cover different channel_data.
-    signed = apigw.authenticate_channel(cid, "presence-team", "eve")
+    signed = apigw.authenticate_channel(apigw.socket_id(cid), "presence-team", "eve")
     with pytest.raises(WebSocketError) as err:
         apigw.subscribe(cid, "presence-team", signed["auth"], '{"user_id":"admin"}')
     assert err.value.code is WebSocketErrorCode.UNAUTHORIZED
@@ -270,6 +280,7 @@ def test_client_events_rules(
         "event": "client-typing",
         "channel": "presence-chat",
         "data": {"on": True},
+        "user_id": "a",  # on presence channels, who sent it
     }
     assert all(f["event"] != "client-typing" for f in connections.frames(a))
     hook = [e for e in webhook_sink.events() if e["name"] == "client_event"]
@@ -279,7 +290,7 @@ def test_client_events_rules(
             "channel": "presence-chat",
             "event": "client-typing",
             "data": '{"on":true}',
-            "socket_id": a,
+            "socket_id": apigw.socket_id(a),
             "user_id": "a",
         }
     ]
@@ -337,7 +348,7 @@ def test_fanout_to_many_connections(
     ids = [_join(apigw, "crowd") for _ in range(60)]
     gone = set(ids[:7])
     connections.gone.update(gone)
-    result = apigw.trigger("crowd", "ev", {"x": 1}, socket_id=ids[-1])
+    result = apigw.trigger("crowd", "ev", {"x": 1}, socket_id=apigw.socket_id(ids[-1]))
     assert (result.delivered, result.gone, result.excluded) == (52, 7, 1)
     assert all(len(connections.frames(c)) == 1 for c in ids[7:-1])
     assert apigw.get_channel_info("crowd").subscription_count == 53
@@ -389,11 +400,13 @@ def test_concurrent_joins_of_one_user_announce_once(
     watcher = _join(apigw, "presence-race", "watcher")
     with ThreadPoolExecutor(max_workers=6) as pool:
         tabs = list(pool.map(lambda _: _join(apigw, "presence-race", "racer"), range(6)))
-    added = [f for f in connections.frames(watcher) if f["event"] == "member_added"]
+    added = [f for f in connections.frames(watcher) if f["event"] == "pusher_internal:member_added"]
     assert [f["data"]["user_id"] for f in added] == ["racer"]
     with ThreadPoolExecutor(max_workers=6) as pool:
         list(pool.map(apigw.disconnect, tabs))
-    removed = [f for f in connections.frames(watcher) if f["event"] == "member_removed"]
+    removed = [
+        f for f in connections.frames(watcher) if f["event"] == "pusher_internal:member_removed"
+    ]
     assert [f["data"]["user_id"] for f in removed] == ["racer"]
     assert apigw.get_channel_info("presence-race").user_count == 1
 
@@ -407,8 +420,128 @@ def test_many_gone_presence_members_are_cleaned_up(
     result = apigw.trigger("presence-big", "ev", {})
     assert (result.delivered, result.gone) == (1, 10)
     removed = sorted(
-        f["data"]["user_id"] for f in connections.frames(watcher) if f["event"] == "member_removed"
+        f["data"]["user_id"]
+        for f in connections.frames(watcher)
+        if f["event"] == "pusher_internal:member_removed"
     )
     assert removed == sorted(f"user-{i}" for i in range(10))
     info = apigw.get_channel_info("presence-big")
     assert (info.subscription_count, info.user_count) == (1, 1)
+
+
+# -- the Pusher protocol's server side --------------------------------------------------------
+
+
+def test_announce_waits_until_the_connection_is_established(
+    apigw: ApiGatewayWebSocketService, connections: ConnectionsState
+) -> None:
+    cid = new_connection_id()
+    apigw.connect(cid)
+    connections.not_yet[cid] = 3  # API Gateway answers 410 until $connect has returned
+    frame = protocol.connection_established(apigw.socket_id(cid), 120)
+    assert apigw.announce(cid, frame) is True
+    assert connections.frames(cid) == [
+        {
+            "event": "pusher:connection_established",
+            "data": {"socket_id": apigw.socket_id(cid), "activity_timeout": 120},
+        }
+    ]
+    assert apigw._connection(cid) is not None
+
+
+def test_announce_gives_up_on_a_connection_that_never_comes(
+    table: str, management_endpoint: str, connections: ConnectionsState
+) -> None:
+    svc = _service(table, management_endpoint, announce_timeout_seconds=0.2)
+    cid = new_connection_id()
+    svc.connect(cid)
+    connections.gone.add(cid)
+    assert svc.announce(cid, protocol.pong()) is False
+    assert svc._connection(cid) is None  # forgotten: it will never be reachable
+    svc.close()
+
+
+def test_a_refusal_is_announced_then_the_connection_closed(
+    apigw: ApiGatewayWebSocketService, connections: ConnectionsState
+) -> None:
+    cid = new_connection_id()
+    refusal = protocol.error("Unsupported protocol version 6", 4007)
+    assert apigw.announce(cid, refusal, close=True) is True
+    assert connections.frames(cid) == [
+        {
+            "event": "pusher:error",
+            "data": {"code": 4007, "message": "Unsupported protocol version 6"},
+        }
+    ]
+    assert connections.deleted == [cid]
+
+
+def test_signed_in_connections_share_the_users_channel(
+    apigw: ApiGatewayWebSocketService, connections: ConnectionsState, webhook_sink: WebhookSink
+) -> None:
+    apigw.webhook_url = webhook_sink.url
+    cid = new_connection_id()
+    apigw.connect(cid)
+    intruder = new_connection_id()
+    apigw.connect(intruder)
+    with pytest.raises(WebSocketError) as err:
+        apigw.subscribe(intruder, "#server-to-user-walker")
+    assert err.value.code is WebSocketErrorCode.UNAUTHORIZED
+    signed = apigw.authenticate_user(apigw.socket_id(cid), {"id": "walker"})
+    assert apigw.signin(cid, signed["auth"], signed["user_data"]) == "walker"
+    # pusher-js subscribes to the channel after signing in: already there, still fine.
+    assert apigw.subscribe(cid, "#server-to-user-walker").already_subscribed
+    for bad in (
+        None,
+        f"{APP_KEY}:{'0' * 64}",
+        signed["auth"],  # the other connection's signature, replayed
+    ):
+        with pytest.raises(WebSocketError) as err:
+            apigw.signin(intruder, bad, signed["user_data"])
+        assert err.value.code is WebSocketErrorCode.UNAUTHORIZED
+    result = apigw.send_to_user("walker", "badge", {"miles": 10})
+    assert result.delivered == 1
+    assert connections.frames(intruder) == []
+    # The user's channel is internal: not listed, no occupancy webhooks.
+    assert "#server-to-user-walker" not in apigw.get_channels()
+    assert webhook_sink.events() == []
+    assert apigw.terminate_user_connections("walker") == 1
+    assert connections.frames(cid)[-1]["event"] == "pusher:error"
+    assert connections.frames(cid)[-1]["data"]["code"] == 4009
+    assert connections.deleted == [cid]
+    assert apigw._connection(cid) is None
+    assert apigw.send_to_user("walker", "badge", {}).delivered == 0
+
+
+def test_client_events_are_rate_limited_per_connection(
+    table: str, management_endpoint: str, connections: ConnectionsState
+) -> None:
+    svc = _service(table, management_endpoint, client_event_rate=3)
+    sender = _join(svc, "private-chat", "a")
+    other = _join(svc, "private-chat", "b")
+    outcomes = []
+    for _ in range(5):
+        try:
+            svc.send_client_event(sender, "private-chat", "client-typing", {})
+            outcomes.append("sent")
+        except WebSocketError as exc:
+            outcomes.append(exc.code.value)
+    # The window is one second; the test may straddle a boundary once at most.
+    assert outcomes.count("sent") in (3, 4, 5)
+    assert outcomes[:3] == ["sent"] * 3
+    assert outcomes.count("sent") + outcomes.count("RATE_LIMITED") == 5
+    assert len(connections.frames(other)) == outcomes.count("sent")
+    svc.close()
+
+
+@pytest.mark.usefixtures("no_scan")
+def test_the_channel_list_follows_occupancy(apigw: ApiGatewayWebSocketService) -> None:
+    a = _join(apigw, "presence-a", "u1")
+    _join(apigw, "presence-a", "u2")
+    b = _join(apigw, "team-b")
+    assert set(apigw.get_channels()) == {"presence-a", "team-b"}
+    assert apigw.get_channels("presence-", ["user_count"])["presence-a"].user_count == 2
+    apigw.disconnect(b)
+    apigw.disconnect(a)
+    assert set(apigw.get_channels()) == {"presence-a"}
+    assert apigw.get_channels("presence-", ["user_count"])["presence-a"].user_count == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -20,14 +21,18 @@ from milequest.services.websocket import (
 )
 from milequest.services.websocket.mock import MockWebSocketService
 
-from .conftest import APP_KEY, APP_SECRET
+from .conftest import APP_KEY, APP_SECRET, ENCRYPTION_KEY, new_connection_id
 from .harness import ApiGatewayHarness, Harness, MockHarness, PusherHarness
 
 
 @pytest.fixture(params=["mock", "pusher", "apigateway"])
 def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     if request.param == "mock":
-        yield MockHarness(MockWebSocketService(app_key=APP_KEY, app_secret=APP_SECRET))
+        yield MockHarness(
+            MockWebSocketService(
+                app_key=APP_KEY, app_secret=APP_SECRET, encryption_master_key=ENCRYPTION_KEY
+            )
+        )
     elif request.param == "pusher":
         yield PusherHarness(
             request.getfixturevalue("pusher_service"), request.getfixturevalue("pusher_state")
@@ -58,7 +63,9 @@ def test_trigger_reaches_every_subscriber(harness: Harness) -> None:
     assert harness.received(b) == expected
     assert harness.received(other) == []
     assert result.channels == ["team-123"]
-    assert result.delivered in (None, 2)
+    # Pusher fans out on its side and cannot count; the others count every delivery.
+    expected_count = None if harness.service.provider_name == "pusher" else 2
+    assert result.delivered == expected_count
 
 
 def test_socket_id_excludes_the_sender(harness: Harness) -> None:
@@ -261,16 +268,21 @@ def test_payload_limit_counts_utf8_bytes(harness: Harness) -> None:
 
 def test_bad_batches(harness: Harness) -> None:
     before = harness.network_calls()
-    for events in (
-        [],
-        [{"channel": "a", "data": 1}],
-        [{"channel": "bad channel", "name": "e"}],
-        [{"channel": "a", "name": "e", "unknown": 1}],
-        "not a list",
-    ):
+    cases: list[tuple[Any, WebSocketErrorCode]] = [
+        ([], WebSocketErrorCode.INVALID_EVENT),
+        ([{"channel": "a", "data": 1}], WebSocketErrorCode.INVALID_EVENT),
+        ([{"channel": "bad channel", "name": "e"}], WebSocketErrorCode.INVALID_CHANNEL),
+        ([{"channel": "a", "name": "e", "unknown": 1}], WebSocketErrorCode.INVALID_EVENT),
+        (
+            [{"channel": "a", "name": "e", "data": {"x": {1, 2}}}],
+            WebSocketErrorCode.INVALID_MESSAGE,
+        ),
+        ("not a list", WebSocketErrorCode.INVALID_EVENT),
+    ]
+    for events, code in cases:
         with pytest.raises(WebSocketError) as err:
-            harness.service.trigger_batch(events)  # type: ignore[arg-type]
-        assert _code(err) in (WebSocketErrorCode.INVALID_EVENT, WebSocketErrorCode.INVALID_CHANNEL)
+            harness.service.trigger_batch(events)
+        assert _code(err) is code, events
     assert harness.network_calls() == before
 
 
@@ -294,9 +306,9 @@ def test_bad_auth_input(harness: Harness) -> None:
 def test_connections_need_a_valid_user_id(harness: Harness) -> None:
     service = harness.service
     assert isinstance(service, ConnectionService)
-    for user_id in (5, "", "u" * 201):
+    for user_id in (5, "", "u" * 201, "has space"):
         with pytest.raises(WebSocketError) as err:
-            service.connect(harness.new_socket_id(), user_id)  # type: ignore[arg-type]
+            service.connect(new_connection_id(), user_id)  # type: ignore[arg-type]
         assert _code(err) is WebSocketErrorCode.INVALID_USER
 
 
@@ -304,3 +316,77 @@ def test_health_check(harness: Harness) -> None:
     status = harness.service.health_check()
     assert status.healthy
     assert (status.service, status.provider) == ("websocket", harness.service.provider_name)
+
+
+# -- users (pusher:signin), encrypted channels, channel lists ---------------------------------
+
+
+def test_user_auth_is_what_the_pusher_sdk_signs(harness: Harness) -> None:
+    import pusher
+
+    sid = harness.new_socket_id()
+    ours = harness.service.authenticate_user(sid, {"id": "u-1", "user_info": {"name": "A"}})
+    official = pusher.Pusher(app_id="1", key=APP_KEY, secret=APP_SECRET).authenticate_user(
+        sid, {"id": "u-1", "user_info": {"name": "A"}}
+    )
+    assert json.loads(ours["user_data"]) == json.loads(official["user_data"])
+    assert ours["auth"] == signing.user_auth(APP_KEY, APP_SECRET, sid, ours["user_data"])
+    by_id = harness.service.authenticate_user(sid, "u-2")
+    assert json.loads(by_id["user_data"]) == {"id": "u-2"}
+
+
+def test_send_to_user_reaches_only_that_users_connections(harness: Harness) -> None:
+    first = harness.add_user_connection("walker-1")
+    second = harness.add_user_connection("walker-1")
+    other = harness.add_user_connection("walker-2")
+    harness.service.send_to_user("walker-1", "badge", {"miles": 100})
+    expected = [{"event": "badge", "channel": "#server-to-user-walker-1", "data": {"miles": 100}}]
+    assert harness.received(first) == expected
+    assert harness.received(second) == expected
+    assert harness.received(other) == []
+
+
+def test_terminate_user_connections(harness: Harness) -> None:
+    doomed = harness.add_user_connection("walker-1")
+    kept = harness.add_user_connection("walker-2")
+    count = harness.service.terminate_user_connections("walker-1")
+    assert count == (None if harness.service.provider_name == "pusher" else 1)
+    harness.service.send_to_user("walker-1", "after", {})
+    harness.service.send_to_user("walker-2", "after", {})
+    assert harness.received(doomed) == []
+    assert [f["event"] for f in harness.received(kept)] == ["after"]
+
+
+def test_encrypted_channels(harness: Harness) -> None:
+    from milequest.services.websocket import encryption
+
+    sid = harness.new_socket_id()
+    auth = harness.service.authenticate_channel(sid, "private-encrypted-team-1", "u")
+    secret = encryption.shared_secret("private-encrypted-team-1", ENCRYPTION_KEY)
+    assert auth["shared_secret"] == base64.b64encode(secret).decode()
+    sub = harness.add_subscriber("private-encrypted-team-1", "u")
+    harness.service.trigger("private-encrypted-team-1", "secret", {"km": 5})
+    [frame] = harness.received(sub)
+    assert set(frame["data"]) == {"nonce", "ciphertext"}  # the server never sees plain text
+    plain = encryption.decrypt(
+        "private-encrypted-team-1", json.dumps(frame["data"]), ENCRYPTION_KEY
+    )
+    assert json.loads(plain) == {"km": 5}
+    with pytest.raises(WebSocketError) as err:
+        harness.service.trigger(["private-encrypted-a", "team-1"], "e", {})
+    assert _code(err) is WebSocketErrorCode.INVALID_CHANNEL
+
+
+def test_channel_list(harness: Harness) -> None:
+    harness.add_subscriber("presence-room", "alice")
+    harness.add_subscriber("presence-room", "bob")
+    harness.add_subscriber("team-1")
+    channels = harness.service.get_channels()
+    assert set(channels) == {"presence-room", "team-1"}
+    presence = harness.service.get_channels("presence-", ["user_count"])
+    assert list(presence) == ["presence-room"]
+    assert presence["presence-room"].user_count == 2
+    for prefix, attributes in ((None, ["user_count"]), ("team-", ["user_count"]), (None, ["x"])):
+        with pytest.raises(WebSocketError) as err:
+            harness.service.get_channels(prefix, attributes)
+        assert _code(err) is WebSocketErrorCode.INVALID_CHANNEL

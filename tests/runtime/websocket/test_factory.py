@@ -14,6 +14,7 @@ from milequest.services.websocket import (
     WebSocketError,
     WebSocketErrorCode,
     create_websocket_service,
+    protocol,
 )
 from milequest.services.websocket.apigateway import ApiGatewayWebSocketService
 from milequest.services.websocket.mock import MockWebSocketService
@@ -165,7 +166,7 @@ def test_credentials_from_secrets_manager(monkeypatch: pytest.MonkeyPatch) -> No
         websocket_secret_arn=ws_arn,
     )
     assert api.app_key == "wk"
-    signed = api.authenticate_channel("L0SM9cOFvHcCIhw=", "private-a")
+    signed = api.authenticate_channel(protocol.encode_socket_id("L0SM9cOFvHcCIhw="), "private-a")
     assert signed["auth"].startswith("wk:")
 
     for kwargs in ({"websocket_secret_arn": bad_arn}, {"websocket_secret_arn": "arn:nope"}):

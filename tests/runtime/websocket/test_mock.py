@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -24,13 +25,17 @@ def _mock(**kwargs: object) -> MockWebSocketService:
 def test_messages_record_every_trigger() -> None:
     ws = _mock()
     sender = ws.add_subscriber("team-123")
-    ws.trigger("team-123", "activity-update", {"activityId": "abc123"}, socket_id=sender)
+    socket_id = ws.socket_id(sender)
+    ws.trigger("team-123", "activity-update", {"activityId": "abc123"}, socket_id=socket_id)
     ws.trigger_batch([{"channel": "team-9", "name": "x", "data": None}])
+    # Data as subscribers get it: a JSON string.
     assert ws.messages == [
-        MockMessage("team-123", "activity-update", {"activityId": "abc123"}, sender),
-        MockMessage("team-9", "x", None, None),
+        MockMessage("team-123", "activity-update", '{"activityId":"abc123"}', socket_id),
+        MockMessage("team-9", "x", "null", None),
     ]
     assert ws.received.get(sender, []) == []
+    # Any Pusher-format socket id signs (the mock stands in for Pusher in app tests).
+    assert ws.authenticate_channel("1234.1234", "private-a")["auth"].startswith("mk:")
 
 
 def test_presence_and_webhooks_like_the_real_providers(webhook_sink: WebhookSink) -> None:
@@ -40,9 +45,9 @@ def test_presence_and_webhooks_like_the_real_providers(webhook_sink: WebhookSink
     second = ws.add_subscriber("presence-r", "u", {"n": 1})
     ws.disconnect(first)
     ws.unsubscribe(second, "presence-r")
-    assert [(m["event"], m["data"]["user_id"]) for m in ws.received[watcher]] == [
-        ("member_added", "u"),
-        ("member_removed", "u"),
+    assert [(m["event"], json.loads(m["data"])["user_id"]) for m in ws.received[watcher]] == [
+        ("pusher_internal:member_added", "u"),
+        ("pusher_internal:member_removed", "u"),
     ]
     names = [e["name"] for e in webhook_sink.events()]
     assert names == ["channel_occupied", "member_added", "member_added", "member_removed"]

@@ -1,32 +1,65 @@
-"""Lambda handlers of the API Gateway WebSocket API: authorizer, $connect, $disconnect, $default.
+"""Lambda handlers of the API Gateway WebSocket API, speaking the Pusher Channels protocol 7.
+
+- :func:`on_connect` (``$connect``): checks the protocol version, stores the connection and
+  asks :func:`announce` (an asynchronous invocation) to push the first frame, because
+  ``$connect`` cannot post to its own connection.
+- :func:`announce`: pushes ``pusher:connection_established`` (or the refusal, then closes)
+  once the connection is established.
+- :func:`on_message` (every other route): one Pusher frame in; the reply frame, if any, is
+  the route response.
+- :func:`on_disconnect` (``$disconnect``).
+- :func:`authorize`: an optional ``$connect`` token authorizer (Pusher connections are
+  anonymous until channel auth or ``pusher:signin``).
 
 Thin: parse the event, call the WebSocket service (``get_service("websocket")``, the
 ``apigateway`` provider in AWS), shape the reply. The service and its dependencies are
-imported on the first call so that importing this module stays cheap (cold starts).
-
-The token verifier of :func:`authorize` is pluggable: call :func:`set_token_verifier` or set
-``WEBSOCKET_TOKEN_VERIFIER=package.module:function`` (a callable ``token -> user_id`` that
-raises on a bad token). The default accepts tokens from ``issue_connection_token``.
+imported on the first call so that importing this module stays cheap (cold starts). Only
+:func:`announce` raises, on a transient failure, so that Lambda retries it.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import importlib
 import json
 import os
+import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
+from milequest.services.websocket import protocol
+from milequest.services.websocket.protocol import ErrorCode, ProtocolError
+
 if TYPE_CHECKING:
+    from milequest.services import ServiceError
     from milequest.services.websocket import ConnectionService
+    from milequest.services.websocket.settings import WebSocketSettings
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "milequest-websocket"))
 
 TokenVerifier = Callable[[str], str]
 _verifier: TokenVerifier | None = None
+_lambda: Any = None  # the boto3 Lambda client, made on first use
+_lambda_lock = threading.Lock()
+
+# Service error codes that mean the client did something wrong (logged at INFO, not ERROR).
+_CLIENT_MISTAKES = frozenset(
+    {
+        "INVALID_CHANNEL",
+        "INVALID_EVENT",
+        "INVALID_SOCKET_ID",
+        "INVALID_USER",
+        "INVALID_MESSAGE",
+        "PAYLOAD_TOO_LARGE",
+        "UNAUTHORIZED",
+        "FORBIDDEN",
+        "CONNECTION_GONE",
+        "RATE_LIMITED",
+    }
+)
 
 
 def set_token_verifier(verifier: TokenVerifier | None) -> None:
@@ -54,15 +87,15 @@ def _token_verifier() -> TokenVerifier:
 # and have no authorizer context on $connect, which local gateways do not all send.
 
 
-def _context(event: Mapping[str, Any]) -> Mapping[str, Any]:
-    ctx = event.get("requestContext")
+def _context(event: object) -> Mapping[str, Any]:
+    ctx = event.get("requestContext") if isinstance(event, Mapping) else None
     return ctx if isinstance(ctx, Mapping) else {}
 
 
-def _connection_id(event: Mapping[str, Any]) -> str:
+def _connection_id(event: object) -> str:
     value = _context(event).get("connectionId")
-    if not isinstance(value, str) or not value:
-        raise ValueError("event has no requestContext.connectionId")
+    if not isinstance(value, str) or not protocol.CONNECTION_ID_RE.match(value):
+        raise ValueError("event has no valid requestContext.connectionId")
     return value
 
 
@@ -85,13 +118,13 @@ def _token(event: Mapping[str, Any]) -> str | None:
     return header
 
 
-def _user_id(event: Mapping[str, Any]) -> str | None:
+def _user_id(event: object) -> str | None:
     authorizer = _context(event).get("authorizer")
     if not isinstance(authorizer, Mapping):
         return None
     for key in ("userId", "principalId"):
         value = authorizer.get(key)
-        if isinstance(value, str) and value:
+        if isinstance(value, str) and protocol.USER_ID_RE.match(value):
             return value
     return None
 
@@ -111,15 +144,22 @@ def _service() -> ConnectionService:
     return service
 
 
-# -- authorizer -----------------------------------------------------------------------------
+def _settings() -> WebSocketSettings:
+    from milequest.services.websocket.settings import read_settings
+
+    return read_settings()
+
+
+# -- authorizer (opt-in) --------------------------------------------------------------------
 
 
 def authorize(event: dict[str, Any], context: object) -> dict[str, Any]:
     """REQUEST authorizer on ``$connect``: Allow with ``context.userId``, else Unauthorized.
 
-    The token comes from the ``token`` query parameter or the ``Authorization`` header.
+    Optional: Pusher clients connect anonymously. The token comes from the ``token`` query
+    parameter or the ``Authorization`` header.
     """
-    token = _token(event)
+    token = _token(event) if isinstance(event, Mapping) else None
     if not token:
         logger.info("connection refused: no token")
         raise Exception("Unauthorized")  # API Gateway answers 401 to exactly this message
@@ -143,19 +183,100 @@ def authorize(event: dict[str, Any], context: object) -> dict[str, Any]:
     }
 
 
-# -- $connect / $disconnect -----------------------------------------------------------------
+# -- $connect, announce, $disconnect ---------------------------------------------------------
+
+
+def _refusal(event: object) -> dict[str, Any] | None:
+    """Why this connection is refused (the protocol version), or None."""
+    query = event.get("queryStringParameters") if isinstance(event, Mapping) else None
+    version = _lookup(query, "protocol")
+    if version is None:
+        return {"code": ErrorCode.NO_PROTOCOL, "message": "No protocol version supplied"}
+    if not version.isdigit() or len(version) > 4:
+        return {"code": ErrorCode.INVALID_VERSION, "message": "Invalid version string format"}
+    if int(version) != protocol.PROTOCOL_VERSION:
+        return {
+            "code": ErrorCode.UNSUPPORTED_PROTOCOL,
+            "message": f"Unsupported protocol version {version} (this server speaks 7)",
+        }
+    return None
 
 
 def on_connect(event: dict[str, Any], context: object) -> dict[str, Any]:
-    """Store the connection with the user id the authorizer found."""
+    """Store the connection and have :func:`announce` push its first frame.
+
+    An unsupported protocol version is still accepted here: API Gateway cannot send close
+    codes from ``$connect`` (an HTTP refusal only makes pusher-js retry), so the refusal is
+    pushed as the first frame (``pusher:error``, which pusher-js's handshake obeys) and the
+    connection is then closed.
+    """
     try:
         connection_id = _connection_id(event)
-        _service().connect(connection_id, _user_id(event))
+        refusal = _refusal(event)
+        service = _service()
+        if refusal is None:
+            service.connect(connection_id, _user_id(event))
+        _request_announce(service, {"connectionId": connection_id, "refusal": refusal})
     except Exception:
         logger.exception("connect failed")
         return {"statusCode": 500, "body": "connect failed"}
-    logger.info("connected", extra={"connection_id": connection_id})
+    logger.info("connected", extra={"connection_id": connection_id, "refused": bool(refusal)})
     return {"statusCode": 200}
+
+
+def _lambda_client() -> Any:
+    global _lambda
+    with _lambda_lock:
+        if _lambda is None:
+            import boto3
+
+            _lambda = boto3.client("lambda")
+        return _lambda
+
+
+def _request_announce(service: ConnectionService, payload: dict[str, Any]) -> None:
+    function = _settings().websocket_announce_function
+    if not function:
+        if service.provider_name == "apigateway":
+            raise RuntimeError(
+                "set WEBSOCKET_ANNOUNCE_FUNCTION: API Gateway cannot post to a connection "
+                "from its own $connect"
+            )
+        announce(payload, None)  # in-memory providers can announce at once
+        return
+    _lambda_client().invoke(
+        FunctionName=function, InvocationType="Event", Payload=json.dumps(payload).encode()
+    )
+
+
+def announce(event: dict[str, Any], context: object) -> dict[str, Any]:
+    """Push ``pusher:connection_established`` (or the refusal) to a new connection.
+
+    Invoked asynchronously by :func:`on_connect` with ``{"connectionId", "refusal"}``.
+    Raises on a transient failure (throttling, the endpoint down) so that Lambda retries.
+    """
+    from milequest.services import ServiceError
+
+    try:
+        connection_id = _connection_id({"requestContext": event})
+    except ValueError:
+        logger.warning("announce without a valid connectionId: %s", type(event).__name__)
+        return {"announced": False}
+    refusal = event.get("refusal")
+    try:
+        service = _service()
+        if isinstance(refusal, Mapping):
+            frame = protocol.error(str(refusal.get("message", "refused")), refusal.get("code"))
+        else:
+            activity = _settings().websocket_activity_timeout
+            frame = protocol.connection_established(service.socket_id(connection_id), activity)
+        announced = service.announce(connection_id, frame, close=isinstance(refusal, Mapping))
+    except ServiceError as exc:
+        if exc.retryable:
+            raise
+        logger.error("announce failed: %s", exc)
+        return {"announced": False}
+    return {"announced": announced}
 
 
 def on_disconnect(event: dict[str, Any], context: object) -> dict[str, Any]:
@@ -170,125 +291,130 @@ def on_disconnect(event: dict[str, Any], context: object) -> dict[str, Any]:
     return {"statusCode": 200}
 
 
-# -- $default -------------------------------------------------------------------------------
-
-
-def _reply(frame: Mapping[str, Any]) -> dict[str, Any]:
-    return {"statusCode": 200, "body": json.dumps(frame, separators=(",", ":"))}
-
-
-def _error_frame(code: str, message: str, channel: str | None = None) -> dict[str, Any]:
-    frame: dict[str, Any] = {"event": "error", "data": {"code": code, "message": message}}
-    if channel is not None:
-        frame["channel"] = channel
-    return frame
-
-
-def _body(event: Mapping[str, Any]) -> Any:
-    raw = event.get("body")
-    if not isinstance(raw, str) or not raw:
-        raise ValueError("empty message")
-    if event.get("isBase64Encoded"):
-        raw = base64.b64decode(raw).decode()
-    return json.loads(raw)
+# -- every other route: one Pusher frame ----------------------------------------------------
 
 
 def on_message(event: dict[str, Any], context: object) -> dict[str, Any]:
-    """Handle one client message; the returned body is the frame sent back to the client."""
+    """Handle one client frame; the returned ``body`` (if any) is sent back to the client."""
     try:
-        return _reply(_handle(event))
+        reply = _handle(event)
     except Exception:
         logger.exception("message handling failed")
-        return _reply(_error_frame("PROVIDER_ERROR", "internal error"))
+        reply = protocol.error("Internal server error")
+    return {"statusCode": 200, "body": reply} if reply is not None else {"statusCode": 200}
 
 
-def _handle(event: Mapping[str, Any]) -> dict[str, Any]:
-    from milequest.services import ServiceError
+def _body(event: Mapping[str, Any]) -> str | bytes:
+    raw = event.get("body")
+    if not isinstance(raw, str) or not raw:
+        raise ProtocolError("empty message")
+    if event.get("isBase64Encoded") is True:
+        try:
+            return base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError("binary message is not valid base64") from None
+    return raw
 
-    try:
-        message = _body(event)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return _error_frame("INVALID_MESSAGE", f"not a JSON message: {exc}")
-    if not isinstance(message, dict):
-        return _error_frame("INVALID_MESSAGE", "a message is a JSON object with an 'action'")
-    action = message.get("action")
-    channel = message.get("channel")
-    channel_name = channel if isinstance(channel, str) else None
-    if action == "ping":
-        return {"event": "pong"}
+
+def _handle(event: object) -> str | None:
     try:
         connection_id = _connection_id(event)
-        if action == "whoami":
-            return {"event": "connection_established", "data": {"socket_id": connection_id}}
-        if action == "subscribe":
-            return _subscribe(connection_id, message)
-        if action == "unsubscribe":
-            _service().unsubscribe(connection_id, _text(message, "channel"))
-            return {"event": "unsubscribed", "channel": channel_name}
-        if action == "client-event":
-            result = _service().send_client_event(
-                connection_id,
-                _text(message, "channel"),
-                _text(message, "event"),
-                message.get("data"),
-            )
-            return {
-                "event": "client_event_sent",
-                "channel": channel_name,
-                "data": {"event": message.get("event"), "delivered": result.delivered},
-            }
-    except ServiceError as exc:
-        return _error_frame(exc.code.value, exc.message, channel_name)
-    except ValueError as exc:
-        return _error_frame("INVALID_MESSAGE", str(exc), channel_name)
-    return _error_frame("INVALID_MESSAGE", f"unknown action {action!r}")
-
-
-def _text(message: Mapping[str, Any], field: str) -> str:
-    value = message.get(field)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"'{field}' must be a non-empty string")
-    return value
-
-
-def _optional_text(message: Mapping[str, Any], field: str) -> str | None:
-    value = message.get(field)
-    if value is None:
+        assert isinstance(event, Mapping)
+        frame = protocol.parse_client_frame(_body(event))
+    except (ProtocolError, ValueError, AssertionError) as exc:
+        message = exc.message if isinstance(exc, ProtocolError) else str(exc)
+        logger.info("refused a client message: %s", message)
+        return protocol.error(message, getattr(exc, "code", None))
+    name = frame.event
+    if name == "pusher:ping":
+        return protocol.pong()
+    if name == "pusher:pong":
         return None
-    if not isinstance(value, str):
-        raise ValueError(f"'{field}' must be a string")
-    return value
+    try:
+        if name == "pusher:subscribe":
+            return _subscribe(connection_id, frame.data)
+        if name == "pusher:unsubscribe":
+            return _unsubscribe(connection_id, frame.data)
+        if name == "pusher:signin":
+            return _signin(connection_id, frame.data)
+        if name.startswith(protocol.CLIENT_EVENT_PREFIX):
+            return _client_event(connection_id, frame)
+    except ProtocolError as exc:
+        logger.info("refused %s: %s", name, exc.message)
+        return protocol.error(exc.message, exc.code, frame.channel)
+    logger.info("refused unknown event %s", name[:80])
+    return protocol.error(f"Unsupported event {name[:80]!r}")
 
 
-def _subscribe(connection_id: str, message: Mapping[str, Any]) -> dict[str, Any]:
+def _logged(exc: ServiceError, what: str) -> None:
+    if exc.code.value in _CLIENT_MISTAKES:
+        logger.info("%s refused: %s", what, exc)
+    else:
+        logger.error("%s failed: %s", what, exc)
+
+
+def _subscribe(connection_id: str, data: Any) -> str:
     from milequest.services import ServiceError
 
-    channel = message.get("channel")
+    channel = protocol.field(data, "channel")
+    assert channel is not None
+    auth = protocol.field(data, "auth", required=False)
+    channel_data = protocol.field(data, "channel_data", required=False)
     try:
-        name = _text(message, "channel")
-        result = _service().subscribe(
-            connection_id,
-            name,
-            _optional_text(message, "auth"),
-            _optional_text(message, "channel_data"),
-        )
+        result = _service().subscribe(connection_id, channel, auth, channel_data)
     except ServiceError as exc:
-        return {
-            "event": "subscription_error",
-            "channel": channel,
-            "data": {"code": exc.code.value, "message": exc.message},
-        }
-    except ValueError as exc:
-        return {
-            "event": "subscription_error",
-            "channel": channel,
-            "data": {"code": "INVALID_MESSAGE", "message": str(exc)},
-        }
-    data: dict[str, Any] = {}
-    if result.members is not None:
-        data["presence"] = {
-            "count": len(result.members),
-            "ids": list(result.members),
-            "hash": result.members,
-        }
-    return {"event": "subscription_succeeded", "channel": name, "data": data}
+        _logged(exc, f"subscription to {channel[:80]}")
+        code = exc.code.value
+        if code in {"UNAUTHORIZED", "INVALID_USER"}:
+            return protocol.subscription_error(channel, "AuthError", exc.message, 401)
+        if code in {"INVALID_CHANNEL", "INVALID_SOCKET_ID"}:
+            return protocol.subscription_error(channel, "InvalidChannel", exc.message, 400)
+        return protocol.subscription_error(channel, "ServerError", "subscription failed", 503)
+    if result.already_subscribed and protocol.server_to_user_id(channel) is None:
+        return protocol.error(f"Existing subscription to channel {channel}", None, channel)
+    return protocol.subscription_succeeded(channel, result.members)
+
+
+def _unsubscribe(connection_id: str, data: Any) -> str | None:
+    from milequest.services import ServiceError
+
+    channel = protocol.field(data, "channel")
+    assert channel is not None
+    try:
+        existed = _service().unsubscribe(connection_id, channel)
+    except ServiceError as exc:
+        _logged(exc, "unsubscribe")
+        return protocol.error(exc.message, None, channel)
+    if not existed:
+        return protocol.error(f"Not subscribed to channel {channel}", None, channel)
+    return None
+
+
+def _signin(connection_id: str, data: Any) -> str:
+    from milequest.services import ServiceError
+
+    auth = protocol.field(data, "auth", required=False)
+    user_data = protocol.field(data, "user_data")
+    try:
+        _service().signin(connection_id, auth, user_data)
+    except ServiceError as exc:
+        _logged(exc, "signin")
+        if exc.code.value in _CLIENT_MISTAKES:
+            return protocol.error(f"Connection not authorized: {exc.message}", 4009)
+        return protocol.error("sign-in failed", None)
+    assert user_data is not None
+    return protocol.signin_success(user_data)
+
+
+def _client_event(connection_id: str, frame: protocol.ClientFrame) -> str | None:
+    from milequest.services import ServiceError
+
+    if frame.channel is None:
+        raise ProtocolError("client events need a 'channel'")
+    try:
+        _service().send_client_event(connection_id, frame.channel, frame.event, frame.data)
+    except ServiceError as exc:
+        _logged(exc, "client event")
+        code = ErrorCode.CLIENT_EVENT_RATE_LIMIT if exc.code.value == "RATE_LIMITED" else None
+        return protocol.error(exc.message, code, frame.channel)
+    return None

@@ -1,11 +1,13 @@
 """A local stand-in for an API Gateway WebSocket API, built on the ``websockets`` server.
 
-It runs the real Lambda handlers in-process with API Gateway's event shapes: the REQUEST
-authorizer and ``$connect`` during the opening handshake, route selection on
-``$request.body.action`` for every frame (the handler's returned ``body`` goes back to the
-client, as a two-way route does) and ``$disconnect`` on close. The management API
-(``@connections``) is served over HTTP by :mod:`milequest.local.management` and calls
-:meth:`WebSocketGateway.post_to_connection` and friends.
+It serves pusher-js at ``/app/{key}`` (what a custom domain's API mapping gives in AWS) and
+runs the real Lambda handlers in-process with API Gateway's event shapes: ``$connect``
+during the opening handshake (and the REQUEST authorizer, when one is configured), route
+selection on ``$request.body.event`` for every frame (the handler's returned ``body`` goes
+back to the client, as a two-way route does; ``pusher:ping`` is answered by the gateway
+itself, as the API's MOCK integration does) and ``$disconnect`` on close. The management
+API (``@connections``) and the Lambda ``Invoke`` call ``$connect`` makes for ``announce``
+are served over HTTP by :mod:`milequest.local.management`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from milequest.services.websocket import protocol
+
 from .lambda_runtime import LambdaHandler, LocalLambdaContext, WebSocketHandlers
 
 logger = logging.getLogger("milequest.local.gateway")
@@ -57,12 +61,18 @@ class GatewayConfig:
     """How the emulated API behaves. Ports are not here: the gateway serves a bound socket."""
 
     stage: str = "local"
+    app_key: str | None = None
+    """The key served at ``/app/{key}``; another key is refused with 4001 (None: any)."""
+    authorizer: bool = False
+    """Run the REQUEST authorizer on ``$connect`` (off: Pusher connections are anonymous)."""
     api_id: str = "localapi01"
     region: str = "us-east-1"
     account_id: str = "123456789012"
-    route_selection_key: str = "action"
-    routes: tuple[str, ...] = ()
-    """Custom route keys besides ``$default`` (matched against the body's ``action``)."""
+    route_selection_key: str = "event"
+    routes: tuple[str, ...] = ("pusher:subscribe", "pusher:unsubscribe", "pusher:signin")
+    """Route keys besides ``$default`` (matched against the body's ``event``)."""
+    mock_routes: dict[str, str] = field(default_factory=lambda: {"pusher:ping": protocol.pong()})
+    """Routes answered without a Lambda (a MOCK integration): route key -> reply frame."""
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_lifetime: float = DEFAULT_MAX_LIFETIME
     max_message_bytes: int = MAX_MESSAGE_BYTES
@@ -120,6 +130,8 @@ class _Pending:
     headers: dict[str, str]
     query: dict[str, str]
     authorizer: dict[str, Any]
+    refusal: tuple[int, str] | None = None
+    """Refused after the upgrade: send ``pusher:error`` and close with this code."""
 
 
 @dataclass(frozen=True)
@@ -187,8 +199,8 @@ class WebSocketGateway:
 
     @property
     def url(self) -> str:
-        """The ``ws://`` URL clients connect to (API Gateway's ``wss://.../{stage}``)."""
-        return f"ws://{self.domain_name}/{self.config.stage}"
+        """The ``ws://`` URL pusher-js connects to (``wss://<custom domain>/app/{key}``)."""
+        return f"ws://{self.domain_name}/app/{self.config.app_key or '<key>'}"
 
     async def start(self, sock: socket.socket) -> None:
         """Serve WebSocket clients on the bound, listening ``sock``."""
@@ -244,6 +256,39 @@ class WebSocketGateway:
         if self._executor is not None:
             # Off the loop: a handler still running may need it (the management API).
             await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+
+    # -- Lambda functions invoked by name (the Invoke API) -----------------------------------
+
+    ANNOUNCE_FUNCTION = "local-websocket-announce"
+
+    def function(self, name: str) -> LambdaHandler | None:
+        """The handler behind a function name or ARN that ``Invoke`` may call."""
+        functions = {self.ANNOUNCE_FUNCTION: self.handlers.announce}
+        return functions.get(name.rsplit(":", 1)[-1] if name.startswith("arn:") else name)
+
+    async def invoke(self, name: str, payload: dict[str, Any]) -> Any:
+        """Run a function now (``RequestResponse``)."""
+        handler = self.function(name)
+        if handler is None:
+            raise KeyError(name)
+        return await self._invoke(handler, payload, name)
+
+    def invoke_later(self, name: str, payload: dict[str, Any]) -> None:
+        """Run a function in the background (``Event``), retried twice on failure as Lambda
+        retries asynchronous invocations (after seconds here rather than minutes)."""
+
+        async def run() -> None:
+            for attempt in range(3):
+                try:
+                    await self.invoke(name, payload)
+                    return
+                except Exception:
+                    logger.warning("%s failed (attempt %d of 3)", name, attempt + 1, exc_info=True)
+                await asyncio.sleep(0.5 * (attempt + 1))
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- management API operations ---------------------------------------------------------
 
@@ -302,8 +347,9 @@ class WebSocketGateway:
             # Not a WebSocket handshake: answer before the authorizer and $connect run.
             return connection.respond(http.HTTPStatus.UPGRADE_REQUIRED, "Upgrade Required\n")
         parts = urlsplit(request.path)
-        if parts.path.rstrip("/") != f"/{self.config.stage}":
-            # API Gateway serves a WebSocket API only at its stage's path.
+        segments = parts.path.strip("/").split("/")
+        if len(segments) != 2 or segments[0] != "app" or not segments[1]:
+            # Only the API mapping's path leads to the stage.
             return connection.respond(http.HTTPStatus.FORBIDDEN, "Forbidden\n")
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         headers = dict(request.headers.raw_items())
@@ -312,6 +358,23 @@ class WebSocketGateway:
         remote = connection.remote_address
         source_ip = str(remote[0]) if remote else "127.0.0.1"
         user_agent = request.headers.get("User-Agent", "")
+        if self.config.app_key is not None and segments[1] != self.config.app_key:
+            # In AWS no API mapping exists for an unknown key (HTTP 403). Here the gateway
+            # can send close codes, so it answers as Pusher does: 4001 after the upgrade.
+            self._pending[connection] = _Pending(
+                connection_id,
+                now,
+                source_ip,
+                user_agent,
+                headers,
+                query,
+                {},
+                refusal=(
+                    protocol.ErrorCode.APP_NOT_FOUND,
+                    f"App key {segments[1]} not in this app",
+                ),
+            )
+            return None
         context = self._request_context(
             connection_id,
             "$connect",
@@ -320,36 +383,40 @@ class WebSocketGateway:
             identity={"sourceIp": source_ip, "userAgent": user_agent},
         )
         multi_query = dict(parse_qs(parts.query, keep_blank_values=True).items())
-        auth_event: dict[str, Any] = {
-            "type": "REQUEST",
-            "methodArn": (
-                f"arn:aws:execute-api:{self.config.region}:{self.config.account_id}:"
-                f"{self.config.api_id}/{self.config.stage}/$connect"
-            ),
-            "headers": headers,
-            "multiValueHeaders": {k: request.headers.get_all(k) for k in headers},
-            "queryStringParameters": query,
-            "multiValueQueryStringParameters": multi_query,
-            "stageVariables": {},
-            "requestContext": context,
-        }
-        try:
-            decision = await self._invoke(self.handlers.authorize, auth_event, "authorizer")
-        except Exception as exc:
-            # A Lambda authorizer signals "no credentials / bad token" by raising
-            # "Unauthorized"; API Gateway answers 401. Any other failure is a 500.
-            if str(exc) == "Unauthorized":
-                return connection.respond(http.HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
-            logger.exception("authorizer failed")
-            return connection.respond(http.HTTPStatus.INTERNAL_SERVER_ERROR, "Internal error\n")
-        authorizer = _authorizer_context(decision)
-        if authorizer is None:
-            return connection.respond(http.HTTPStatus.FORBIDDEN, "Forbidden\n")
+        multi_headers = {k: request.headers.get_all(k) for k in headers}
+        authorizer: dict[str, Any] = {}
+        if self.config.authorizer:
+            auth_event: dict[str, Any] = {
+                "type": "REQUEST",
+                "methodArn": (
+                    f"arn:aws:execute-api:{self.config.region}:{self.config.account_id}:"
+                    f"{self.config.api_id}/{self.config.stage}/$connect"
+                ),
+                "headers": headers,
+                "multiValueHeaders": multi_headers,
+                "queryStringParameters": query,
+                "multiValueQueryStringParameters": multi_query,
+                "stageVariables": {},
+                "requestContext": context,
+            }
+            try:
+                decision = await self._invoke(self.handlers.authorize, auth_event, "authorizer")
+            except Exception as exc:
+                # A Lambda authorizer signals "no credentials / bad token" by raising
+                # "Unauthorized"; API Gateway answers 401. Any other failure is a 500.
+                if str(exc) == "Unauthorized":
+                    return connection.respond(http.HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
+                logger.exception("authorizer failed")
+                return connection.respond(http.HTTPStatus.INTERNAL_SERVER_ERROR, "Internal error\n")
+            allowed = _authorizer_context(decision)
+            if allowed is None:
+                return connection.respond(http.HTTPStatus.FORBIDDEN, "Forbidden\n")
+            authorizer = allowed
 
-        connect_context = {**context, "authorizer": authorizer}
+        connect_context = {**context, "authorizer": authorizer} if authorizer else context
         connect_event = {
             "headers": headers,
-            "multiValueHeaders": auth_event["multiValueHeaders"],
+            "multiValueHeaders": multi_headers,
             "queryStringParameters": query or None,
             "multiValueQueryStringParameters": multi_query or None,
             "requestContext": connect_context,
@@ -374,6 +441,12 @@ class WebSocketGateway:
         pending = self._pending.pop(websocket, None)
         if pending is None:  # handshake state lost: never happens with process_request above
             await websocket.close(1011, "Internal error")
+            return
+        if pending.refusal is not None:
+            code, reason = pending.refusal
+            with contextlib.suppress(ConnectionClosed):
+                await websocket.send(protocol.error(reason, code))
+                await websocket.close(code, reason[:120])
             return
         conn = GatewayConnection(
             connection_id=pending.connection_id,
@@ -408,12 +481,19 @@ class WebSocketGateway:
         body = base64.b64encode(message).decode() if isinstance(message, bytes) else message
         route_key = "$default"
         if not is_binary:
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, RecursionError):
                 parsed = json.loads(body)
                 if isinstance(parsed, dict):
                     selected = parsed.get(self.config.route_selection_key)
-                    if isinstance(selected, str) and selected in self.config.routes:
+                    known = (*self.config.routes, *self.config.mock_routes)
+                    if isinstance(selected, str) and selected in known:
                         route_key = selected
+        mocked = self.config.mock_routes.get(route_key)
+        if mocked is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await conn.websocket.send(mocked)
+                conn.messages_out += 1
+            return
         context = self._request_context(
             conn.connection_id,
             route_key,

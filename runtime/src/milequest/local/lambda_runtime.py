@@ -48,18 +48,20 @@ class LocalLambdaContext:
 
 @dataclass(frozen=True)
 class WebSocketHandlers:
-    """The four Lambda entry points behind a WebSocket API's authorizer and routes."""
+    """The Lambda entry points behind a WebSocket API: authorizer, routes and ``announce``."""
 
     authorize: LambdaHandler
     on_connect: LambdaHandler
     on_disconnect: LambdaHandler
     on_message: LambdaHandler
+    announce: LambdaHandler
 
     @classmethod
     def from_module(cls, module_name: str = WEBSOCKET_HANDLERS_MODULE) -> WebSocketHandlers:
-        """The handlers named ``authorize``/``on_connect``/``on_disconnect``/``on_message``."""
+        """The handlers named ``authorize``/``on_connect``/``on_disconnect``/``on_message``
+        and ``announce``."""
         module = importlib.import_module(module_name)
-        names = ("authorize", "on_connect", "on_disconnect", "on_message")
+        names = ("authorize", "on_connect", "on_disconnect", "on_message", "announce")
         missing = [name for name in names if not callable(getattr(module, name, None))]
         if missing:
             raise ImportError(f"{module_name} lacks the handler(s): {', '.join(missing)}")

@@ -2,10 +2,15 @@
 
 Serves ``POST/GET/DELETE /{stage}/@connections/{id}`` with the status codes and error
 headers botocore's ``apigatewaymanagementapi`` client expects, so the apigateway provider
-runs unmodified with ``APIGW_MANAGEMENT_ENDPOINT=http://host:port/{stage}``.
+runs unmodified with ``APIGW_MANAGEMENT_ENDPOINT=http://host:port/{stage}``. The same server
+answers Lambda's ``Invoke`` (``POST /2015-03-31/functions/{name}/invocations``) for the
+functions the handlers invoke (``announce``), so ``$connect`` runs unmodified with
+``AWS_ENDPOINT_URL_LAMBDA`` pointing here.
 """
 
 from __future__ import annotations
+
+import json
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -48,12 +53,26 @@ def create_management_app(gateway: WebSocketGateway) -> Starlette:
         except PayloadTooLargeError as exc:
             return _error(413, "PayloadTooLargeException", str(exc))
 
+    async def invoke(request: Request) -> Response:
+        name = request.path_params["function"]
+        if gateway.function(name) is None:
+            return _error(404, "ResourceNotFoundException", f"Function not found: {name}")
+        try:
+            payload = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return _error(400, "InvalidRequestContentException", "payload is not JSON")
+        if request.headers.get("x-amz-invocation-type") == "Event":
+            gateway.invoke_later(name, payload)
+            return Response(status_code=202)
+        return JSONResponse(await gateway.invoke(name, payload))
+
     return Starlette(
         routes=[
             Route(
                 "/{stage}/@connections/{connection_id}",
                 connection,
                 methods=["POST", "GET", "DELETE"],
-            )
+            ),
+            Route("/2015-03-31/functions/{function}/invocations", invoke, methods=["POST"]),
         ]
     )

@@ -8,7 +8,9 @@ signals in the main thread) and tests or benchmarks (``with LocalStack(config) a
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
+import json
 import logging
 import os
 import socket
@@ -69,6 +71,14 @@ class LocalStackConfig:
     email_provider: EmailProvider = "smtp"
     stage: str = "local"
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    activity_timeout: int = 120
+    """Seconds of silence before pusher-js pings (``WEBSOCKET_ACTIVITY_TIMEOUT``)."""
+    app_id: str = "1"
+    """The app id of the Pusher-compatible HTTP API (``/apps/{id}``)."""
+    encryption_master_key: str = field(
+        default_factory=lambda: base64.b64encode(os.urandom(32)).decode()
+    )
+    """Master key of ``private-encrypted-`` channels (base64, new for each stack)."""
     lost_disconnect_delay: float | None = 5.0
     handlers_module: str = WEBSOCKET_HANDLERS_MODULE
     resources: AwsResources = field(default_factory=AwsResources)
@@ -142,6 +152,7 @@ class LocalStack:
             handlers or (lambda: WebSocketHandlers.from_module(cfg.handlers_module)),
             GatewayConfig(
                 stage=cfg.stage,
+                app_key=cfg.resources.websocket_app_key,
                 region=cfg.resources.region,
                 idle_timeout=cfg.idle_timeout,
                 lost_disconnect_delay=cfg.lost_disconnect_delay,
@@ -244,8 +255,9 @@ class LocalStack:
         cfg, res = self.config, self.config.resources
         ports = {name: sock.getsockname()[1] for name, sock in self._sockets.items()}
         host = cfg.host
-        gateway_url = f"ws://{host}:{ports['WebSocket gateway']}/{cfg.stage}"
-        management = f"http://{host}:{ports['management API']}/{cfg.stage}"
+        gateway_url = f"ws://{host}:{ports['WebSocket gateway']}/app/{res.websocket_app_key}"
+        management_base = f"http://{host}:{ports['management API']}"
+        management = f"{management_base}/{cfg.stage}"
         http_url = f"http://{host}:{ports['HTTP app']}"
         self.urls = {
             "websocket": gateway_url,
@@ -266,7 +278,13 @@ class LocalStack:
             "APIGW_MANAGEMENT_ENDPOINT": management,
             "WEBSOCKET_APP_KEY": res.websocket_app_key,
             "WEBSOCKET_APP_SECRET": res.websocket_app_secret,
+            "WEBSOCKET_APP_ID": cfg.app_id,
+            "WEBSOCKET_ENCRYPTION_MASTER_KEY": cfg.encryption_master_key,
+            "WEBSOCKET_ACTIVITY_TIMEOUT": str(cfg.activity_timeout),
+            "WEBSOCKET_ANNOUNCE_FUNCTION": WebSocketGateway.ANNOUNCE_FUNCTION,
+            "AWS_ENDPOINT_URL_LAMBDA": management_base,
             "WEBSOCKET_WEBHOOK_URL": f"{http_url}/webhooks/pusher",
+            "REALTIME_CHANNEL_POLICY": "allow-all",
             "EMAIL_PROVIDER": cfg.email_provider,
             "DEFAULT_FROM_EMAIL": f"noreply@{res.sender_domain}",
             "AWS_SES_REGION": res.region,
@@ -306,8 +324,39 @@ class LocalStack:
         captured = [m.describe() for m in self.smtp.messages]
         return captured + self.aws.sent_emails()
 
+    def pusher_js_options(self) -> dict[str, Any]:
+        """The options a pusher-js front end passes to ``new Pusher(key, options)`` here."""
+        host, port = self.urls["websocket"].removeprefix("ws://").split("/", 1)[0].rsplit(":", 1)
+        http_url = self.urls["http"]
+        return {
+            "cluster": "local",  # required by pusher-js 8, unused when wsHost is set
+            "wsHost": host,
+            "wsPort": int(port),
+            "forceTLS": False,
+            "enabledTransports": ["ws"],
+            "channelAuthorization": {"endpoint": f"{http_url}/realtime/auth", "transport": "ajax"},
+            "userAuthentication": {
+                "endpoint": f"{http_url}/realtime/user-auth",
+                "transport": "ajax",
+            },
+        }
+
+    def pusher_sdk_settings(self) -> dict[str, Any]:
+        """The settings Pusher's server SDKs use to publish through this stack's HTTP API."""
+        host, port = self.urls["http"].removeprefix("http://").rsplit(":", 1)
+        res = self.config.resources
+        return {
+            "app_id": self.config.app_id,
+            "key": res.websocket_app_key,
+            "secret": res.websocket_app_secret,
+            "host": host,
+            "port": int(port),
+            "ssl": False,
+            "encryption_master_key_base64": self.config.encryption_master_key,
+        }
+
     def banner(self) -> str:
-        """The URLs and the environment an application needs to use this stack."""
+        """The URLs, the pusher-js options and the environment an application needs."""
         lines = ["Mile Quest local stack is running.", ""]
         labels = {
             "console": "Dev console      ",
@@ -320,14 +369,27 @@ class LocalStack:
         lines += [f"  {labels[key]}  {self.urls[key]}" for key in labels]
         lines += ["", "Environment for an application using this stack:", ""]
         lines += [f"export {name}={value}" for name, value in self.env.items()]
+        options = json.dumps(self.pusher_js_options(), indent=2).replace("\n", "\n  ")
+        key = self.config.resources.websocket_app_key
+        sdk = self.pusher_sdk_settings()
         lines += [
             "",
             "Alternatively to WEBSOCKET_APP_KEY/SECRET: "
             f"WEBSOCKET_SECRET_ARN={self.provisioning.websocket_secret_arn}",
             "",
-            "Sample connection token (user 'dev-user', valid 24 h):",
+            "pusher-js (with-encryption build for private-encrypted- channels):",
+            f"  new Pusher('{key}', {options})",
+            "",
+            "The auth endpoints identify users by 'Authorization: Bearer <token>' (put it in",
+            "channelAuthorization.headers / userAuthentication.headers). A token for 'dev-user'",
+            "(24 h):",
             f"  {self.connection_token('dev-user')}",
-            f"  connect with: {self.urls['websocket']}?token=<token>",
+            "",
+            "Pusher server SDKs publish here (Pusher's HTTP API):",
+            "  " + ", ".join(f"{name}={value!r}" for name, value in sdk.items()),
+            f"  or PUSHER_APP_ID={sdk['app_id']} PUSHER_KEY={sdk['key']} "
+            f"PUSHER_SECRET={sdk['secret']} PUSHER_HOST={sdk['host']} "
+            f"PUSHER_PORT={sdk['port']} PUSHER_USE_TLS=false",
         ]
         if self.provisioning.unsupported:
             lines += ["", "Not provided by the embedded AWS (the runtime renders these itself):"]

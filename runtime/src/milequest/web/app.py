@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
@@ -11,12 +10,16 @@ from typing import Any, cast
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from milequest.services import jsonsafe
 from milequest.services.errors import ServiceError
 from milequest.services.health import HealthState
+from milequest.services.jsonsafe import shorten
 from milequest.services.registry import check_services_health, get_service
 from milequest.services.websocket import WebSocketService
 
@@ -24,10 +27,11 @@ from .auth import (
     Authenticator,
     ChannelPolicy,
     User,
-    allow_all_channels,
+    channel_policy_from_setting,
     connection_token_authenticator,
 )
 from .requests import buffered, error
+from .settings import WebSettings
 from .webhooks import WebhookDispatcher, WebhookHandler
 
 logger = logging.getLogger("milequest.web")
@@ -54,29 +58,32 @@ def _service_error_response(exc: ServiceError) -> JSONResponse:
     return error(503 if exc.retryable else 500, "the service failed", code)
 
 
-async def _auth_fields(request: Request) -> dict[str, str] | JSONResponse:
-    """``socket_id``/``channel_name`` from a form (as pusher-js posts them) or JSON body."""
+async def _fields(request: Request, names: tuple[str, ...]) -> dict[str, str] | JSONResponse:
+    """String fields from a form (as pusher-js posts them) or a JSON object body."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     fields: Mapping[str, Any]
     if content_type == "application/json":
         try:
-            parsed = json.loads(await request.body())
-        except ValueError:
-            return error(400, "body is not valid JSON")
+            parsed = jsonsafe.loads(await request.body())
+        except ValueError as exc:
+            return error(400, f"body is not acceptable JSON: {exc}")
         if not isinstance(parsed, dict):
             return error(400, "body must be a JSON object")
         fields = parsed
     elif content_type in {"application/x-www-form-urlencoded", "multipart/form-data"}:
-        form = await request.form(max_files=0)
+        try:
+            form = await request.form(max_files=0, max_fields=50)
+        except Exception:  # a malformed multipart body is the client's mistake
+            return error(400, "malformed form body")
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
     else:
         return error(415, "send application/x-www-form-urlencoded or application/json")
-    missing = [name for name in ("socket_id", "channel_name") if not fields.get(name)]
+    missing = [name for name in names if not fields.get(name)]
     if missing:
         return error(400, f"missing field(s): {', '.join(missing)}")
-    values = {name: fields[name] for name in ("socket_id", "channel_name")}
+    values = {name: fields[name] for name in names}
     if not all(isinstance(v, str) for v in values.values()):
-        return error(400, "socket_id and channel_name must be strings")
+        return error(400, f"{' and '.join(names)} must be strings")
     return values
 
 
@@ -103,22 +110,29 @@ def create_app(
     channel_policy: ChannelPolicy | None = None,
     webhook_handlers: Mapping[str, Iterable[WebhookHandler]] | None = None,
     health_services: Sequence[str] | None = DEFAULT_HEALTH_SERVICES,
+    cors_origins: Sequence[str] | None = None,
     debug: bool = False,
 ) -> Starlette:
     """Build the HTTP app.
 
     - ``authenticator``: ``(request) -> user | None`` (sync or async); default: a bearer
       connection token verified with the WebSocket app secret.
-    - ``channel_policy``: ``(user, channel) -> bool``; default: allow.
+    - ``channel_policy``: ``(user, channel) -> bool``; default: ``REALTIME_CHANNEL_POLICY``
+      (``deny`` unless set: name your rule there or pass it here).
     - ``webhook_handlers``: handlers by webhook event name (``"*"`` for every event); more
       can be added later through ``app.state.webhooks``.
     - ``health_services``: the services ``/healthz`` checks (None: those initialized).
+    - ``cors_origins``: browser origins allowed to call the app; default
+      ``WEB_CORS_ORIGINS``.
 
     Services come from the registry (``get_service``) at request time, so tests can
     ``register_service``/``override_service`` them.
     """
+    settings = WebSettings()
     resolve = authenticator or connection_token_authenticator
-    may_join = channel_policy or allow_all_channels
+    may_join = channel_policy or channel_policy_from_setting(settings.realtime_channel_policy)
+    if cors_origins is None:
+        cors_origins = [o.strip() for o in settings.web_cors_origins.split(",") if o.strip()]
     dispatcher = WebhookDispatcher(webhook_handlers)
 
     async def livez(request: Request) -> JSONResponse:
@@ -132,8 +146,9 @@ def create_app(
         return JSONResponse(report.model_dump(mode="json"), status_code=status)
 
     async def realtime_auth(request: Request) -> JSONResponse:
+        """pusher-js's ``channelAuthorization`` endpoint."""
         request = await buffered(request, MAX_AUTH_BODY_BYTES)
-        fields = await _auth_fields(request)
+        fields = await _fields(request, ("socket_id", "channel_name"))
         if isinstance(fields, JSONResponse):
             return fields
         user = await _resolve_user(resolve, request)
@@ -141,12 +156,28 @@ def create_app(
             return error(403, "not authenticated")
         channel = fields["channel_name"]
         if not await run_in_threadpool(may_join, user, channel):
-            return error(403, f"not allowed on {channel}")
+            return error(403, f"not allowed on {shorten(channel)}")
         try:
             service = await run_in_threadpool(_websocket)
             signed = await run_in_threadpool(
                 service.authenticate_channel, fields["socket_id"], channel, user
             )
+        except ServiceError as exc:
+            return _service_error_response(exc)
+        return JSONResponse(signed)
+
+    async def user_auth(request: Request) -> JSONResponse:
+        """pusher-js's ``userAuthentication`` endpoint (``pusher.signin()``)."""
+        request = await buffered(request, MAX_AUTH_BODY_BYTES)
+        fields = await _fields(request, ("socket_id",))
+        if isinstance(fields, JSONResponse):
+            return fields
+        user = await _resolve_user(resolve, request)
+        if user is None:
+            return error(403, "not authenticated")
+        try:
+            service = await run_in_threadpool(_websocket)
+            signed = await run_in_threadpool(service.authenticate_user, fields["socket_id"], user)
         except ServiceError as exc:
             return _service_error_response(exc)
         return JSONResponse(signed)
@@ -173,13 +204,27 @@ def create_app(
         response.headers.update(exc.headers or {})  # e.g. Allow on a 405
         return response
 
+    middleware = []
+    if cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type"],
+                allow_credentials="*" not in cors_origins,
+                max_age=600,
+            )
+        )
     app = Starlette(
         debug=debug,
         exception_handlers={HTTPException: http_error},
+        middleware=middleware,
         routes=[
             Route("/livez", livez, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/realtime/auth", realtime_auth, methods=["POST"]),
+            Route("/realtime/user-auth", user_auth, methods=["POST"]),
             Route("/webhooks/pusher", pusher_webhook, methods=["POST"]),
         ],
     )

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from milequest.services.health import HealthState
 from milequest.services.metrics import MetricsSink
 
-from . import webhooks
+from . import protocol, webhooks
 from .errors import WebSocketError
 from .models import (
     BatchEvent,
@@ -31,7 +31,8 @@ from .models import (
     TriggerResult,
     WebhookEvent,
 )
-from .service import APIGATEWAY_CONNECTION_ID_RE, ConnectionService, encode_data, is_presence
+from .protocol import is_presence
+from .service import ConnectionService
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
@@ -43,17 +44,25 @@ logger = logging.getLogger("milequest.services.websocket")
 #   connection       pk=CONN#<id>      sk=META          user_id?, connected_at
 #   subscription     pk=CHAN#<channel> sk=CONN#<id>     user_id?, user_info? (presence)
 #   presence member  pk=CHAN#<channel> sk=USER#<user>   connections (count), user_info
-#   occupancy        pk=CHAN#<channel> sk=COUNT         subscriptions (count)
+#   occupancy        pk=CHAN#<channel> sk=COUNT         subscriptions (count), channel_list
+#   client-event rate pk=CONN#<id>     sk=RATE#<second>  events (count)
 # Connection and subscription items carry ``connection_id`` (the by-connection index finds a
 # connection's subscriptions on disconnect). The two counter items are updated atomically
 # (ADD), so "first/last connection of a user" and "channel occupied/vacated" are exact even
 # when clients subscribe concurrently. Every item has ``expires_at`` (TTL: about connect time
-# + 2 h, because $disconnect is best effort).
+# + 2 h, because $disconnect is best effort). Occupancy items carry ``channel_list`` (one
+# constant value), so the ``channels`` index lists occupied channels by prefix with a Query;
+# it is keys-only, so counter updates do not write to it (only occupy/vacate do).
+# ``#server-to-user-<id>`` channels (a signed-in user's connections) have subscription items
+# but no counters: they are never listed, counted or reported in webhooks.
 PARTITION_KEY = "pk"
 SORT_KEY = "sk"
 CONNECTION_INDEX = "by_connection"
 TTL_ATTRIBUTE = "expires_at"
 CONNECTION_ATTRIBUTE = "connection_id"
+CHANNELS_INDEX = "channels"
+CHANNEL_LIST_ATTRIBUTE = "channel_list"
+_OCCUPIED = "OCCUPIED"
 # TTL deletion lags expiry (up to days): expired items are ignored when counting.
 _NOT_EXPIRED = "#exp > :now"
 
@@ -69,6 +78,7 @@ def table_definition() -> dict[str, Any]:
             {"AttributeName": PARTITION_KEY, "AttributeType": "S"},
             {"AttributeName": SORT_KEY, "AttributeType": "S"},
             {"AttributeName": CONNECTION_ATTRIBUTE, "AttributeType": "S"},
+            {"AttributeName": CHANNEL_LIST_ATTRIBUTE, "AttributeType": "S"},
         ],
         "KeySchema": [
             {"AttributeName": PARTITION_KEY, "KeyType": "HASH"},
@@ -82,7 +92,15 @@ def table_definition() -> dict[str, Any]:
                     {"AttributeName": PARTITION_KEY, "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "ALL"},
-            }
+            },
+            {
+                "IndexName": CHANNELS_INDEX,
+                "KeySchema": [
+                    {"AttributeName": CHANNEL_LIST_ATTRIBUTE, "KeyType": "HASH"},
+                    {"AttributeName": PARTITION_KEY, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            },
         ],
         "BillingMode": "PAY_PER_REQUEST",
     }
@@ -103,17 +121,10 @@ def _http_status(exc: Exception) -> int:
     return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
-def frame(event: str, channel: str, data: Any) -> bytes:
-    """The message a client receives: ``{"event": E, "channel": C, "data": D}``."""
-    body = {"event": event, "channel": channel, "data": data}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-
-
 class ApiGatewayWebSocketService(ConnectionService):
     """The ``apigateway`` provider (API Gateway WebSocket API + DynamoDB)."""
 
     provider_name: ClassVar[str] = "apigateway"
-    socket_id_pattern = APIGATEWAY_CONNECTION_ID_RE
 
     def __init__(
         self,
@@ -123,8 +134,11 @@ class ApiGatewayWebSocketService(ConnectionService):
         app_key: str | None,
         app_secret: str | None,
         max_payload_bytes: int = 128 * 1024,
+        encryption_master_key: bytes | None = None,
         concurrency: int = 64,
         connection_ttl_seconds: int = 2 * 3600 + 600,
+        client_event_rate: int = 10,
+        announce_timeout_seconds: float = 10.0,
         webhook_url: str | None = None,
         max_attempts: int = 5,
         retry_mode: str = "standard",
@@ -134,12 +148,15 @@ class ApiGatewayWebSocketService(ConnectionService):
             app_key=app_key,
             app_secret=app_secret,
             max_payload_bytes=max_payload_bytes,
+            encryption_master_key=encryption_master_key,
             metrics=metrics,
         )
         self.table_name = table_name
         self.management_endpoint = management_endpoint
         self.concurrency = concurrency
         self.connection_ttl_seconds = connection_ttl_seconds
+        self.client_event_rate = client_event_rate
+        self.announce_timeout_seconds = announce_timeout_seconds
         self.webhook_url = webhook_url
         self._max_attempts = max_attempts
         self._retry_mode = retry_mode
@@ -243,11 +260,12 @@ class ApiGatewayWebSocketService(ConnectionService):
             )
         return query
 
-    def _subscribers(self, channel: str) -> list[str]:
-        items = self._query(
-            **self._in_channel(channel, "CONN#"), ProjectionExpression=CONNECTION_ATTRIBUTE
+    def _subscriptions(self, channel: str) -> Iterator[dict[str, Any]]:
+        """The channel's subscription items (connection id and, on presence, user id)."""
+        yield from self._query(
+            **self._in_channel(channel, "CONN#"),
+            ProjectionExpression=f"{CONNECTION_ATTRIBUTE}, user_id",
         )
-        return [item[CONNECTION_ATTRIBUTE]["S"] for item in items]
 
     def _members(self, channel: str) -> dict[str, dict[str, Any] | None]:
         members: dict[str, dict[str, Any] | None] = {}
@@ -260,20 +278,46 @@ class ApiGatewayWebSocketService(ConnectionService):
         query = self._in_channel(channel, prefix, live=True)
         return sum(page.get("Count", 0) for page in self._pages(**query, Select="COUNT"))
 
-    def _add(self, channel: str, sk: str, attribute: str, delta: int, **extra: str) -> int:
-        """Atomically add ``delta`` to a counter item; returns the new value."""
+    def _add(
+        self,
+        key: dict[str, Any],
+        attribute: str,
+        delta: int,
+        *,
+        expires: str | None = None,
+        initial: dict[str, str] | None = None,
+        **extra: str,
+    ) -> int:
+        """Atomically add ``delta`` to a counter item; returns the new value.
+
+        ``extra`` attributes are set on every call, ``initial`` ones only when absent.
+        """
         ddb, _ = self._clients()
+        initial = initial or {}
         sets = [f"{TTL_ATTRIBUTE} = :exp"] + [f"{name} = :{name}" for name in extra]
-        values: dict[str, Any] = {":d": {"N": str(delta)}, ":exp": {"N": self._expiry()}}
-        values.update({f":{name}": {"S": value} for name, value in extra.items()})
+        sets += [f"{name} = if_not_exists({name}, :{name})" for name in initial]
+        values: dict[str, Any] = {":d": {"N": str(delta)}, ":exp": {"N": expires or self._expiry()}}
+        values.update({f":{name}": {"S": value} for name, value in {**extra, **initial}.items()})
         out = ddb.update_item(
             TableName=self.table_name,
-            Key={"pk": {"S": _chan_pk(channel)}, "sk": {"S": sk}},
+            Key=key,
             UpdateExpression=f"ADD {attribute} :d SET " + ", ".join(sets),
             ExpressionAttributeValues=values,
             ReturnValues="UPDATED_NEW",
         )
         return int(out["Attributes"][attribute]["N"])
+
+    def _add_to_channel(
+        self,
+        channel: str,
+        sk: str,
+        attribute: str,
+        delta: int,
+        initial: dict[str, str] | None = None,
+        **extra: str,
+    ) -> int:
+        key = {"pk": {"S": _chan_pk(channel)}, "sk": {"S": sk}}
+        return self._add(key, attribute, delta, initial=initial, **extra)
 
     def _drop_counter(self, channel: str, sk: str, attribute: str) -> None:
         """Delete a counter item that reached zero (unless someone bumped it meanwhile)."""
@@ -349,26 +393,21 @@ class ApiGatewayWebSocketService(ConnectionService):
         )
 
     def _targets(
-        self, channel: str, event: str, data: Any, exclude: str | None
+        self, channel: str, message: bytes, exclude: str | None
     ) -> tuple[list[tuple[str, bytes]], int]:
-        message = frame(event, channel, data)
         targets, excluded = [], 0
-        for connection_id in self._subscribers(channel):
+        for item in self._subscriptions(channel):
+            connection_id = item[CONNECTION_ATTRIBUTE]["S"]
             if connection_id == exclude:
                 excluded += 1
             else:
                 targets.append((connection_id, message))
         return targets, excluded
 
-    # -- WebSocketService hooks --------------------------------------------------------------
-
-    def _payload_size(self, channel: str, event: str, data: Any) -> int:
-        return len(frame(event, channel, data))
-
     def _collect(
-        self, wanted: list[tuple[str, str, Any, str | None]]
+        self, wanted: list[tuple[str, bytes, str | None]]
     ) -> tuple[list[tuple[str, bytes]], int]:
-        """Targets of several (channel, event, data, excluded socket) at once.
+        """Targets of several (channel, message, excluded connection) at once.
 
         The channels' Queries run on the fan-out pool; the order of ``wanted`` is kept, so
         each connection gets its messages in that order.
@@ -380,15 +419,33 @@ class ApiGatewayWebSocketService(ConnectionService):
         targets = [t for part, _ in found for t in part]
         return targets, sum(skipped for _, skipped in found)
 
+    def _excluded(self, socket_id: str | None) -> str | None:
+        return self._connection_of(socket_id) if socket_id is not None else None
+
+    # -- WebSocketService hooks --------------------------------------------------------------
+
+    def _payload_size(self, channel: str, event: str, data: str) -> int:
+        return len(protocol.event(event, channel, data).encode())
+
     def _trigger(
-        self, channels: list[str], event: str, data: Any, socket_id: str | None
+        self, channels: list[str], event: str, data: str, socket_id: str | None
     ) -> TriggerResult:
-        targets, excluded = self._collect([(c, event, data, socket_id) for c in channels])
+        exclude = self._excluded(socket_id)
+        targets, excluded = self._collect(
+            [(c, protocol.event(event, c, data).encode(), exclude) for c in channels]
+        )
         return self._deliver(targets, excluded, channels)
 
     def _trigger_batch(self, events: list[BatchEvent]) -> TriggerResult:
         targets, excluded = self._collect(
-            [(e.channel, e.name, e.data, e.socket_id) for e in events]
+            [
+                (
+                    e.channel,
+                    protocol.event(e.name, e.channel, e.data).encode(),
+                    self._excluded(e.socket_id),
+                )
+                for e in events
+            ]
         )
         result = self._deliver(targets, excluded, list(dict.fromkeys(e.channel for e in events)))
         return result.model_copy(update={"events": len(events)})
@@ -403,8 +460,41 @@ class ApiGatewayWebSocketService(ConnectionService):
             user_count=users,
         )
 
+    def _channels(self, prefix: str, attributes: tuple[str, ...]) -> dict[str, ChannelInfo]:
+        items = self._query(
+            IndexName=CHANNELS_INDEX,
+            KeyConditionExpression=f"{CHANNEL_LIST_ATTRIBUTE} = :o AND begins_with(pk, :p)",
+            ExpressionAttributeValues={
+                ":o": {"S": _OCCUPIED},
+                ":p": {"S": _chan_pk(prefix)},
+            },
+        )
+        names = [item["pk"]["S"][len("CHAN#") :] for item in items]
+        return {
+            name: ChannelInfo(
+                channel=name,
+                occupied=True,
+                user_count=self._count(name, "USER#") if "user_count" in attributes else None,
+            )
+            for name in names
+        }
+
     def _channel_users(self, channel: str) -> list[ChannelUser]:
         return [ChannelUser(id=uid, user_info=info) for uid, info in self._members(channel).items()]
+
+    def _terminate_user(self, user_id: str) -> int:
+        """Tell each of the user's connections why (4009), then close it."""
+        channel = protocol.server_to_user_channel(user_id)
+        connection_ids = [item[CONNECTION_ATTRIBUTE]["S"] for item in self._subscriptions(channel)]
+        notice = protocol.error("Connection terminated by the application", 4009).encode()
+        self._fanout_quietly([(cid, notice) for cid in connection_ids])
+        _, mgmt = self._clients()
+        for connection_id in connection_ids:
+            with contextlib.suppress(mgmt.exceptions.GoneException):
+                mgmt.delete_connection(ConnectionId=connection_id)
+        if connection_ids:
+            self._forget(connection_ids)
+        return len(connection_ids)
 
     def _probe(self) -> tuple[HealthState, dict[str, Any]]:
         ddb, _ = self._clients()
@@ -434,6 +524,32 @@ class ApiGatewayWebSocketService(ConnectionService):
             item["user_id"] = {"S": user_id}
         ddb.put_item(TableName=self.table_name, Item=item)
 
+    def _announce(self, connection_id: str, frame: bytes, close: bool) -> bool:
+        # API Gateway answers 410 until the $connect integration has returned and the
+        # connection is established; retry with growing pauses within the deadline.
+        _, mgmt = self._clients()
+        deadline = time.monotonic() + self.announce_timeout_seconds
+        pause = 0.01
+        while True:
+            try:
+                mgmt.post_to_connection(ConnectionId=connection_id, Data=frame)
+                break
+            except Exception as exc:
+                gone = isinstance(exc, mgmt.exceptions.GoneException) or _http_status(exc) == 410
+                if not gone:
+                    raise
+            if time.monotonic() + pause > deadline:
+                logger.warning("connection %s never became reachable", connection_id)
+                self._forget([connection_id])
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+        if close:
+            with contextlib.suppress(mgmt.exceptions.GoneException):
+                mgmt.delete_connection(ConnectionId=connection_id)
+            self._forget([connection_id])
+        return True
+
     def _connection(self, connection_id: str) -> dict[str, Any] | None:
         ddb, _ = self._clients()
         out = ddb.get_item(
@@ -443,13 +559,18 @@ class ApiGatewayWebSocketService(ConnectionService):
         )
         return out.get("Item")
 
-    def _subscribe(
-        self, connection_id: str, channel: str, member: PresenceUser | None
-    ) -> SubscriptionResult:
-        ddb, _ = self._clients()
+    def _known_connection(self, connection_id: str) -> dict[str, Any]:
         connection = self._connection(connection_id)
         if connection is None:
             raise self._error("CONNECTION_GONE", f"unknown connection {connection_id!r}")
+        return connection
+
+    def _put_subscription(
+        self, connection: dict[str, Any], channel: str, member: PresenceUser | None
+    ) -> bool:
+        """Store the subscription item; False when it already existed."""
+        ddb, _ = self._clients()
+        connection_id = connection[CONNECTION_ATTRIBUTE]["S"]
         item: dict[str, Any] = {
             "pk": {"S": _chan_pk(channel)},
             "sk": {"S": _conn_pk(connection_id)},
@@ -466,32 +587,69 @@ class ApiGatewayWebSocketService(ConnectionService):
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def _subscribe(
+        self, connection_id: str, channel: str, member: PresenceUser | None
+    ) -> SubscriptionResult:
+        connection = self._known_connection(connection_id)
+        if not self._put_subscription(connection, channel, member):
             members = self._members(channel) if member is not None else None
             return SubscriptionResult(channel=channel, members=members, already_subscribed=True)
         hooks: list[WebhookEvent] = []
-        if self._add(channel, "COUNT", "subscriptions", 1) == 1:
+        occupancy = self._add_to_channel(
+            channel, "COUNT", "subscriptions", 1, initial={CHANNEL_LIST_ATTRIBUTE: _OCCUPIED}
+        )
+        if occupancy == 1:
             hooks.append(WebhookEvent(name="channel_occupied", channel=channel))
         members = None
         if member is not None:
             info = json.dumps(member.user_info)
-            first = self._add(channel, f"USER#{member.user_id}", "connections", 1, user_info=info)
+            first = self._add_to_channel(
+                channel, f"USER#{member.user_id}", "connections", 1, user_info=info
+            )
             if first == 1:
                 hooks.append(
                     WebhookEvent(name="member_added", channel=channel, user_id=member.user_id)
                 )
-                data = {"user_id": member.user_id, "user_info": member.user_info}
-                self._broadcast(channel, "member_added", data, exclude_user=member.user_id)
+                notice = protocol.member_added(channel, member.user_id, member.user_info)
+                self._broadcast(channel, notice, exclude_user=member.user_id)
             members = self._members(channel)
         self._send_webhooks(hooks)
         return SubscriptionResult(channel=channel, members=members)
 
-    def _unsubscribe(self, connection_id: str, channel: str) -> None:
-        gone = self._remove_subscription(connection_id, channel)
+    def _subscribe_user_channel(self, connection_id: str, user_id: str) -> SubscriptionResult:
+        connection = self._known_connection(connection_id)
+        if connection.get("user_id", {}).get("S") != user_id:
+            raise self._error("UNAUTHORIZED", "sign in as this user to join its channel")
+        channel = protocol.server_to_user_channel(user_id)
+        fresh = self._put_subscription(connection, channel, None)
+        return SubscriptionResult(channel=channel, already_subscribed=not fresh)
+
+    def _signin(self, connection_id: str, user_id: str) -> None:
+        ddb, _ = self._clients()
+        try:
+            out = ddb.update_item(
+                TableName=self.table_name,
+                Key={"pk": {"S": _conn_pk(connection_id)}, "sk": {"S": "META"}},
+                UpdateExpression="SET user_id = :u",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":u": {"S": user_id}},
+                ReturnValues="ALL_NEW",
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            raise self._error("CONNECTION_GONE", f"unknown connection {connection_id!r}") from None
+        self._put_subscription(out["Attributes"], protocol.server_to_user_channel(user_id), None)
+
+    def _unsubscribe(self, connection_id: str, channel: str) -> bool:
+        existed, gone = self._remove_subscription(connection_id, channel)
         if gone:
             self._forget(gone)
+        return existed
 
-    def _remove_subscription(self, connection_id: str, channel: str) -> list[str]:
-        """Delete one subscription and its counters; returns connections found gone."""
+    def _remove_subscription(self, connection_id: str, channel: str) -> tuple[bool, list[str]]:
+        """Delete one subscription and its counters; whether it existed, connections gone."""
         ddb, _ = self._clients()
         out = ddb.delete_item(
             TableName=self.table_name,
@@ -500,22 +658,24 @@ class ApiGatewayWebSocketService(ConnectionService):
         )
         old = out.get("Attributes")
         if not old:
-            return []
+            return False, []
+        if protocol.server_to_user_id(channel) is not None:
+            return True, []
         hooks: list[WebhookEvent] = []
         gone: list[str] = []
         user_id = old.get("user_id", {}).get("S")
         if is_presence(channel) and user_id:
-            left = self._add(channel, f"USER#{user_id}", "connections", -1)
+            left = self._add_to_channel(channel, f"USER#{user_id}", "connections", -1)
             if left <= 0:
                 self._drop_counter(channel, f"USER#{user_id}", "connections")
                 hooks.append(WebhookEvent(name="member_removed", channel=channel, user_id=user_id))
-                data = {"user_id": user_id}
-                gone = self._broadcast(channel, "member_removed", data, exclude_user=user_id)
-        if self._add(channel, "COUNT", "subscriptions", -1) <= 0:
+                notice = protocol.member_removed(channel, user_id)
+                gone = self._broadcast(channel, notice, exclude_user=user_id)
+        if self._add_to_channel(channel, "COUNT", "subscriptions", -1) <= 0:
             self._drop_counter(channel, "COUNT", "subscriptions")
             hooks.append(WebhookEvent(name="channel_vacated", channel=channel))
         self._send_webhooks(hooks)
-        return gone
+        return True, gone
 
     def _disconnect(self, connection_id: str) -> None:
         self._forget([connection_id])
@@ -537,7 +697,7 @@ class ApiGatewayWebSocketService(ConnectionService):
                 if item["pk"]["S"].startswith("CHAN#")
             ]
             for channel in channels:
-                for other in self._remove_subscription(connection_id, channel):
+                for other in self._remove_subscription(connection_id, channel)[1]:
                     if other not in seen:
                         seen.add(other)
                         queue.append(other)
@@ -546,16 +706,12 @@ class ApiGatewayWebSocketService(ConnectionService):
                 Key={"pk": {"S": _conn_pk(connection_id)}, "sk": {"S": "META"}},
             )
 
-    def _broadcast(self, channel: str, event: str, data: Any, *, exclude_user: str) -> list[str]:
-        """Send a presence event to the channel's members other than ``exclude_user``."""
-        items = self._query(
-            **self._in_channel(channel, "CONN#"),
-            ProjectionExpression=f"{CONNECTION_ATTRIBUTE}, user_id",
-        )
-        message = frame(event, channel, data)
+    def _broadcast(self, channel: str, message: str, *, exclude_user: str) -> list[str]:
+        """Send a presence notice to the channel's members other than ``exclude_user``."""
+        data = message.encode()
         targets = [
-            (item[CONNECTION_ATTRIBUTE]["S"], message)
-            for item in items
+            (item[CONNECTION_ATTRIBUTE]["S"], data)
+            for item in self._subscriptions(channel)
             if item.get("user_id", {}).get("S") != exclude_user
         ]
         _, gone, _ = self._fanout_quietly(targets)
@@ -569,8 +725,18 @@ class ApiGatewayWebSocketService(ConnectionService):
             logger.warning("presence notice failed: %s", exc)
             return 0, [], len(targets)
 
+    def _consume_client_event(self, connection_id: str) -> None:
+        """Count one client event in this second's window; RATE_LIMITED past the limit."""
+        second = int(time.time())
+        key = {"pk": {"S": _conn_pk(connection_id)}, "sk": {"S": f"RATE#{second}"}}
+        if self._add(key, "events", 1, expires=str(second + 60)) > self.client_event_rate:
+            raise self._error(
+                "RATE_LIMITED",
+                f"more than {self.client_event_rate} client events per second",
+            )
+
     def _client_event(
-        self, connection_id: str, channel: str, event: str, data: Any
+        self, connection_id: str, channel: str, event: str, data: str
     ) -> TriggerResult:
         ddb, _ = self._clients()
         subscription = ddb.get_item(
@@ -580,15 +746,18 @@ class ApiGatewayWebSocketService(ConnectionService):
         ).get("Item")
         if subscription is None:
             raise self._error("FORBIDDEN", f"connection has not joined {channel!r}")
-        targets, excluded = self._targets(channel, event, data, connection_id)
+        self._consume_client_event(connection_id)
+        user_id = subscription.get("user_id", {}).get("S")
+        message = protocol.event(event, channel, data, user_id=user_id).encode()
+        targets, excluded = self._targets(channel, message, connection_id)
         result = self._deliver(targets, excluded, [channel])
         hook = WebhookEvent(
             name="client_event",
             channel=channel,
             event=event,
-            data=encode_data(data),
-            socket_id=connection_id,
-            user_id=subscription.get("user_id", {}).get("S"),
+            data=data,
+            socket_id=protocol.encode_socket_id(connection_id),
+            user_id=user_id,
         )
         self._send_webhooks([hook])
         return result

@@ -12,6 +12,7 @@ from .settings import (
     APIGATEWAY_MAX_PAYLOAD,
     WebSocketSettings,
     app_credentials,
+    encryption_master_key,
     pusher_credentials,
     read_settings,
 )
@@ -71,6 +72,7 @@ def _pusher(settings: WebSocketSettings, metrics: MetricsSink | None) -> WebSock
         use_tls=settings.pusher_use_tls,
         timeout=settings.pusher_timeout,
         max_payload_bytes=settings.pusher_max_payload_bytes,
+        encryption_master_key=encryption_master_key(settings),
         metrics=metrics,
     )
 
@@ -98,7 +100,9 @@ def _apigateway(settings: WebSocketSettings, metrics: MetricsSink | None) -> Web
         app_key=creds[0] if creds else None,
         app_secret=creds[1] if creds else None,
         max_payload_bytes=APIGATEWAY_MAX_PAYLOAD,
+        encryption_master_key=encryption_master_key(settings),
         concurrency=settings.websocket_fanout_concurrency,
+        client_event_rate=settings.websocket_client_event_rate,
         connection_ttl_seconds=settings.websocket_connection_ttl_seconds,
         webhook_url=settings.websocket_webhook_url,
         max_attempts=settings.websocket_max_attempts,
@@ -115,6 +119,8 @@ def _mock(settings: WebSocketSettings, metrics: MetricsSink | None) -> WebSocket
         app_key=creds[0],
         app_secret=creds[1],
         max_payload_bytes=settings.pusher_max_payload_bytes,
+        encryption_master_key=encryption_master_key(settings),
+        client_event_rate=settings.websocket_client_event_rate,
         latency_ms=settings.websocket_mock_latency_ms,
         webhook_url=settings.websocket_webhook_url,
         metrics=metrics,

@@ -10,7 +10,7 @@ from milequest.services.health import HealthState
 from milequest.services.metrics import MetricsSink
 
 from .models import BatchEvent, ChannelInfo, ChannelUser, TriggerResult
-from .service import PUSHER_SOCKET_ID_RE, WebSocketService, encode_data
+from .service import WebSocketService
 
 if TYPE_CHECKING:
     from pusher.pusher_client import PusherClient  # type: ignore[import-untyped]
@@ -22,7 +22,6 @@ class PusherWebSocketService(WebSocketService):
     """The ``pusher`` provider: Pusher's REST API (or a Pusher-compatible server)."""
 
     provider_name: ClassVar[str] = "pusher"
-    socket_id_pattern = PUSHER_SOCKET_ID_RE
 
     def __init__(
         self,
@@ -36,10 +35,15 @@ class PusherWebSocketService(WebSocketService):
         use_tls: bool = True,
         timeout: float = 5.0,
         max_payload_bytes: int = 10 * 1024,
+        encryption_master_key: bytes | None = None,
         metrics: MetricsSink | None = None,
     ) -> None:
         super().__init__(
-            app_key=key, app_secret=secret, max_payload_bytes=max_payload_bytes, metrics=metrics
+            app_key=key,
+            app_secret=secret,
+            max_payload_bytes=max_payload_bytes,
+            encryption_master_key=encryption_master_key,
+            metrics=metrics,
         )
         from pusher.pusher_client import PusherClient
 
@@ -71,9 +75,9 @@ class PusherWebSocketService(WebSocketService):
         return self._client.http.send_request(request)
 
     def _trigger(
-        self, channels: list[str], event: str, data: Any, socket_id: str | None
+        self, channels: list[str], event: str, data: str, socket_id: str | None
     ) -> TriggerResult:
-        params: dict[str, Any] = {"name": event, "channels": channels, "data": encode_data(data)}
+        params: dict[str, Any] = {"name": event, "channels": channels, "data": data}
         if socket_id is not None:
             params["socket_id"] = socket_id
         self._send("POST", f"/apps/{self.app_id}/events", params)
@@ -82,7 +86,7 @@ class PusherWebSocketService(WebSocketService):
     def _trigger_batch(self, events: list[BatchEvent]) -> TriggerResult:
         batch = []
         for event in events:
-            item = {"channel": event.channel, "name": event.name, "data": encode_data(event.data)}
+            item = {"channel": event.channel, "name": event.name, "data": event.data}
             if event.socket_id is not None:
                 item["socket_id"] = event.socket_id
             batch.append(item)
@@ -101,6 +105,27 @@ class PusherWebSocketService(WebSocketService):
             subscription_count=body.get("subscription_count"),
             user_count=body.get("user_count"),
         )
+
+    def _channels(self, prefix: str, attributes: tuple[str, ...]) -> dict[str, ChannelInfo]:
+        params: dict[str, Any] = {"filter_by_prefix": prefix} if prefix else {}
+        if attributes:
+            params["info"] = ",".join(attributes)
+        body = self._send("GET", f"/apps/{self.app_id}/channels", params)
+        channels = body.get("channels") if isinstance(body, dict) else None
+        if not isinstance(channels, dict):
+            raise self._error("PROVIDER_ERROR", f"unexpected channels answer: {body!r}"[:300])
+        return {
+            name: ChannelInfo(
+                channel=name,
+                occupied=True,
+                user_count=info.get("user_count") if isinstance(info, dict) else None,
+            )
+            for name, info in channels.items()
+        }
+
+    def _terminate_user(self, user_id: str) -> None:
+        # The documented path; the Python SDK posts to /users/... without /apps/{id}.
+        self._send("POST", f"/apps/{self.app_id}/users/{user_id}/terminate_connections")
 
     def _channel_users(self, channel: str) -> list[ChannelUser]:
         body = self._send("GET", f"/apps/{self.app_id}/channels/{channel}/users")

@@ -168,6 +168,33 @@ def pusher_credentials(settings: WebSocketSettings) -> dict[str, str] | None:
     return None
 
 
+def encryption_master_key(settings: WebSocketSettings) -> bytes | None:
+    """The master key of encrypted channels, if configured.
+
+    ``WEBSOCKET_ENCRYPTION_MASTER_KEY`` first, then ``encryption_master_key`` in the secret
+    of ``WEBSOCKET_SECRET_ARN`` or ``PUSHER_SECRET_ARN`` (base64 of 32 bytes each).
+    """
+    from .encryption import parse_master_key
+
+    value: object = settings.websocket_encryption_master_key
+    variable = "WEBSOCKET_ENCRYPTION_MASTER_KEY"
+    for arn, name in (
+        (settings.websocket_secret_arn, "WEBSOCKET_SECRET_ARN"),
+        (settings.pusher_secret_arn, "PUSHER_SECRET_ARN"),
+    ):
+        if value is None and arn:
+            value = _secret(arn, name).get("encryption_master_key")
+            variable = f"encryption_master_key in {name}"
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise WebSocketError(WebSocketErrorCode.CONFIGURATION, f"{variable} must be a string")
+    try:
+        return parse_master_key(value)
+    except ValueError as exc:
+        raise WebSocketError(WebSocketErrorCode.CONFIGURATION, f"{variable}: {exc}") from None
+
+
 def _secret(arn: str, variable: str) -> dict[str, object]:
     try:
         return get_secret_json(arn)

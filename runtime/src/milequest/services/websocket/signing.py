@@ -13,16 +13,29 @@ import hmac
 import json
 import time
 
+from milequest.services import jsonsafe
+
+
+def _bytes(text: str | bytes) -> bytes:
+    # "surrogatepass": a lone surrogate in hostile input must fail the comparison, not raise.
+    return text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+
 
 def sign(secret: str, message: str | bytes) -> str:
     """Hex HMAC-SHA256 of ``message`` with ``secret`` (Pusher's signature format)."""
-    data = message.encode() if isinstance(message, str) else message
-    return hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+    return hmac.new(_bytes(secret), _bytes(message), hashlib.sha256).hexdigest()
 
 
-def verify(secret: str, message: str | bytes, signature: str) -> bool:
+def verify(secret: str, message: str | bytes, signature: object) -> bool:
     """Whether ``signature`` is the signature of ``message``, compared in constant time."""
-    return hmac.compare_digest(sign(secret, message).encode(), signature.encode())
+    if not isinstance(signature, str):
+        return False
+    return hmac.compare_digest(sign(secret, message).encode(), _bytes(signature))
+
+
+def constant_time_equal(given: str, expected: str) -> bool:
+    """Whether two strings are equal, compared in constant time (never raises on odd text)."""
+    return hmac.compare_digest(_bytes(given), _bytes(expected))
 
 
 def channel_string_to_sign(socket_id: str, channel: str, channel_data: str | None = None) -> str:
@@ -53,17 +66,39 @@ def verify_channel_auth(
         return False
     given_key, _, signature = auth.partition(":")
     expected = sign(secret, channel_string_to_sign(socket_id, channel, channel_data))
-    key_ok = hmac.compare_digest(given_key.encode(), key.encode())
-    sig_ok = hmac.compare_digest(signature.encode(), expected.encode())
-    return key_ok and sig_ok
+    key_ok = constant_time_equal(given_key, key)
+    return constant_time_equal(signature, expected) and key_ok
+
+
+def user_string_to_sign(socket_id: str, user_data: str) -> str:
+    """``socket_id::user::user_data``: what a ``pusher:signin`` signature covers."""
+    return f"{socket_id}::user::{user_data}"
+
+
+def user_auth(key: str, secret: str, socket_id: str, user_data: str) -> str:
+    """The ``auth`` value of ``pusher:signin``: ``key:hex-signature``."""
+    return f"{key}:{sign(secret, user_string_to_sign(socket_id, user_data))}"
+
+
+def verify_user_auth(key: str, secret: str, socket_id: str, auth: object, user_data: str) -> bool:
+    """Whether ``auth`` was produced by :func:`user_auth` for these values."""
+    if not isinstance(auth, str) or ":" not in auth:
+        return False
+    given_key, _, signature = auth.partition(":")
+    expected = sign(secret, user_string_to_sign(socket_id, user_data))
+    key_ok = constant_time_equal(given_key, key)
+    return constant_time_equal(signature, expected) and key_ok
 
 
 def presence_channel_data(user_id: str, user_info: object | None = None) -> str:
-    """The ``channel_data`` JSON string signed for a presence subscription."""
+    """The ``channel_data`` JSON string signed for a presence subscription.
+
+    Raises ``ValueError`` when ``user_info`` is not plain JSON data.
+    """
     data: dict[str, object] = {"user_id": user_id}
     if user_info is not None:
         data["user_info"] = user_info
-    return json.dumps(data, separators=(",", ":"))
+    return jsonsafe.dumps(data)
 
 
 # -- connection tokens -----------------------------------------------------------------------
@@ -98,7 +133,7 @@ def read_token(secret: str, token: str, now: float | None = None) -> str | None:
     if not verify(secret, TOKEN_PREFIX + body, signature):
         return None
     try:
-        claims = json.loads(_b64decode(body))
+        claims = jsonsafe.loads(_b64decode(body))
     except (ValueError, binascii.Error):
         return None
     if not isinstance(claims, dict):

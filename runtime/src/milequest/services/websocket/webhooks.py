@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
@@ -11,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
+
+from milequest.services import jsonsafe
 
 from . import signing
 from .errors import WebSocketError, WebSocketErrorCode
@@ -69,16 +70,18 @@ def parse_signed_webhook(
     signature = lowered.get(SIGNATURE_HEADER.lower())
     if not given_key or not signature:
         raise _invalid("missing X-Pusher-Key or X-Pusher-Signature header")
-    key_ok = hmac.compare_digest(given_key.encode(), key.encode())
+    key_ok = signing.constant_time_equal(given_key, key)
     if not (signing.verify(secret, raw, signature) and key_ok):
         raise _invalid("bad signature or unknown key")
     try:
-        hook = Webhook.model_validate_json(raw)
-    except ValidationError as exc:
-        raise _invalid(f"malformed webhook body: {exc.error_count()} problem(s)") from None
-    age = (now if now is not None else time.time()) - hook.time_ms / 1000
-    if age > MAX_AGE_SECONDS:
-        raise _invalid(f"webhook is {int(age)} s old (limit {MAX_AGE_SECONDS} s)")
+        hook = Webhook.model_validate(jsonsafe.loads(raw))
+    except (ValidationError, ValueError) as exc:
+        problems = exc.error_count() if isinstance(exc, ValidationError) else 1
+        raise _invalid(f"malformed webhook body: {problems} problem(s)") from None
+    # Bounded both ways: a stamp far in the future would make a captured body replayable.
+    skew = (now if now is not None else time.time()) * 1000 - hook.time_ms
+    if not -MAX_AGE_SECONDS * 1000 <= skew <= MAX_AGE_SECONDS * 1000:
+        raise _invalid(f"webhook time_ms is more than {MAX_AGE_SECONDS} s from now")
     return hook
 
 
