@@ -30,6 +30,7 @@ from .auth import (
     channel_policy_from_setting,
     connection_token_authenticator,
 )
+from .email_routes import email_routes
 from .requests import buffered, error
 from .settings import WebSettings
 from .webhooks import WebhookDispatcher, WebhookHandler
@@ -226,6 +227,7 @@ def create_app(
             Route("/realtime/auth", realtime_auth, methods=["POST"]),
             Route("/realtime/user-auth", user_auth, methods=["POST"]),
             Route("/webhooks/pusher", pusher_webhook, methods=["POST"]),
+            *email_routes(),
         ],
     )
     app.state.webhooks = dispatcher
