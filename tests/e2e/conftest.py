@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -44,33 +45,37 @@ def run(scenario: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
     return asyncio.run(bounded())
 
 
+PUSHER_JS_QUERY = "protocol=7&client=js&version=8.6.0&flash=false"
+
+
 class Client:
-    """A WebSocket client speaking the runtime's realtime protocol."""
+    """A raw WebSocket client speaking the Pusher protocol (for what pusher-js hides)."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.socket_id = ""
 
     @classmethod
-    async def open(cls, stack: LocalStack, user_id: str, *, header: bool = False) -> Client:
-        token = stack.connection_token(user_id)
-        if header:
-            ws = await connect(
-                stack.urls["websocket"], additional_headers={"Authorization": f"Bearer {token}"}
-            )
-        else:
-            ws = await connect(f"{stack.urls['websocket']}?token={token}")
-        client = cls(ws)
-        frame = await client.request({"action": "whoami"}, "connection_established")
+    async def open(cls, stack: LocalStack, query: str = PUSHER_JS_QUERY) -> Client:
+        """Connect as pusher-js does and wait for ``pusher:connection_established``."""
+        client = cls(await connect(f"{stack.urls['websocket']}?{query}"))
+        frame = await client.expect("pusher:connection_established")
         client.socket_id = frame["data"]["socket_id"]
         return client
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, event: str, data: Any = None, channel: str | None = None) -> None:
+        message: dict[str, Any] = {"event": event, "data": data if data is not None else {}}
+        if channel is not None:
+            message["channel"] = channel
         await self.ws.send(json.dumps(message))
 
     async def next_frame(self) -> dict[str, Any]:
+        """The next frame, ``data`` decoded from its JSON string."""
         raw = await asyncio.wait_for(self.ws.recv(), WAIT_S)
         frame: dict[str, Any] = json.loads(raw)
+        if isinstance(frame.get("data"), str):
+            with contextlib.suppress(ValueError):
+                frame["data"] = json.loads(frame["data"])
         return frame
 
     async def expect(self, event: str) -> dict[str, Any]:
@@ -79,13 +84,9 @@ class Client:
         assert frame.get("event") == event, frame
         return frame
 
-    async def request(self, message: dict[str, Any], reply: str) -> dict[str, Any]:
-        await self.send(message)
-        return await self.expect(reply)
-
     async def subscribe(self, channel: str, auth: dict[str, str] | None = None) -> dict[str, Any]:
-        """Subscribe and return the reply (``subscription_succeeded`` or ``..._error``)."""
-        await self.send({"action": "subscribe", "channel": channel, **(auth or {})})
+        """Subscribe; the reply (``subscription_succeeded`` or ``subscription_error``)."""
+        await self.send("pusher:subscribe", {"channel": channel, **(auth or {})})
         return await self.next_frame()
 
     async def assert_nothing_pending(self) -> None:
@@ -94,7 +95,8 @@ class Client:
         A trigger returns once every post to the gateway is done and the gateway keeps a
         connection's frames in order, so an event for this client would come before the pong.
         """
-        await self.request({"action": "ping"}, "pong")
+        await self.send("pusher:ping")
+        await self.expect("pusher:pong")
 
     async def close(self) -> None:
         await self.ws.close()

@@ -1,10 +1,12 @@
 // A pusher-js client driven by the tests: JSON commands on stdin, JSON events on stdout.
 //
 // Commands: {"op": "connect", "key", "options"}, {"op": "subscribe", "channel"},
-// {"op": "unsubscribe", "channel"}, {"op": "trigger", "channel", "event", "data"},
+// {"op": "unsubscribe", "channel"}, {"op": "bind", "channel", "event"},
+// {"op": "trigger", "channel", "event", "data"},
 // {"op": "signin"}, {"op": "disconnect"}, {"op": "exit"}.
 // Events: {"type": "state"|"connected"|"error"|"message"|"subscribed"|"subscription_error"|
-// "event"|"member_added"|"member_removed"|"triggered"|"signed_in"|"user_event", ...}.
+// "event"|"bound_event"|"member_added"|"member_removed"|"triggered"|"signed_in"|"user_event",
+// ...}.
 'use strict';
 
 const readline = require('readline');
@@ -50,15 +52,9 @@ function subscribe(name) {
   channel.bind('pusher:member_removed', (member) =>
     emit({ type: 'member_removed', channel: name, id: member.id }),
   );
-  channel.bind_global((event, data, metadata) => {
+  channel.bind_global((event, data) => {
     if (event.startsWith('pusher:') || event.startsWith('pusher_internal:')) return;
-    emit({
-      type: 'event',
-      channel: name,
-      event,
-      data,
-      user_id: metadata && metadata.user_id ? metadata.user_id : null,
-    });
+    emit({ type: 'event', channel: name, event, data });
   });
 }
 
@@ -66,6 +62,17 @@ const handlers = {
   connect,
   subscribe: (command) => subscribe(command.channel),
   unsubscribe: (command) => pusher.unsubscribe(command.channel),
+  // bind() callbacks get the event's metadata (user_id on presence client events).
+  bind: (command) =>
+    pusher.channel(command.channel).bind(command.event, (data, metadata) =>
+      emit({
+        type: 'bound_event',
+        channel: command.channel,
+        event: command.event,
+        data,
+        user_id: metadata && metadata.user_id ? metadata.user_id : null,
+      }),
+    ),
   trigger: (command) => {
     const channel = pusher.channel(command.channel);
     emit({ type: 'triggered', ok: Boolean(channel && channel.trigger(command.event, command.data)) });

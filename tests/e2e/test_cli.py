@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -130,7 +131,15 @@ def test_the_banner_then_a_clean_stop_on_a_signal(
     assert exports["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
     for name in ("CONNECTIONS_TABLE", "WEBSOCKET_APP_KEY", "WEBSOCKET_APP_SECRET", "SMTP_PORT"):
         assert exports[name]
-    assert "Sample connection token" in text
+    # The pusher-js options to paste, pointing at the gateway the banner names.
+    options_text = text.split("new Pusher('local-app-key', ", 1)[1].split(")\n", 1)[0]
+    options = json.loads(options_text)
+    gateway = next(line.split()[-1] for line in banner if "WebSocket gateway" in line)
+    assert gateway == f"ws://{options['wsHost']}:{options['wsPort']}/app/local-app-key"
+    assert (options["forceTLS"], options["enabledTransports"]) == (False, ["ws"])
+    assert options["channelAuthorization"]["endpoint"] == f"{http}/realtime/auth"
+    assert options["userAuthentication"]["endpoint"] == f"{http}/realtime/user-auth"
+    assert f"PUSHER_PORT={http.rsplit(':', 1)[1]} PUSHER_USE_TLS=false" in text
     assert child.returncode == 0
     assert out.rstrip().endswith("stopped.")
     assert "Traceback" not in err

@@ -14,7 +14,7 @@ import pytest
 from milequest.local import LocalStack
 from milequest.local import console as console_module
 from milequest.local.gateway import Delivery
-from milequest.services.websocket import verify_connection_token
+from milequest.services.websocket import protocol, verify_connection_token
 
 from .conftest import Client, run, stack_config
 
@@ -123,11 +123,11 @@ def test_the_state_lists_the_newest_connections_only(
     monkeypatch.setattr(console_module, "MAX_LISTED_CONNECTIONS", 1)
 
     async def scenario() -> dict[str, Any]:
-        first, second = await Client.open(stack, "ada"), await Client.open(stack, "bob")
+        first, second = await Client.open(stack), await Client.open(stack)
         state: dict[str, Any] = (await asyncio.to_thread(console.get, "api/state")).json()
         await first.close()
         await second.close()
-        state["newest"] = second.socket_id
+        state["newest"] = protocol.decode_socket_id(second.socket_id)
         return state
 
     state = run(scenario)

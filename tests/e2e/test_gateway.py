@@ -25,6 +25,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .conftest import run
 
+# The emulator serves /app/{key}, like the custom domain's API mapping in AWS.
+KEY = "app-key"
+
 
 @dataclass
 class Recorder:
@@ -32,6 +35,8 @@ class Recorder:
 
     events: list[dict[str, Any]] = field(default_factory=list)
     disconnected: threading.Event = field(default_factory=threading.Event)
+    disconnected_at: float = 0.0
+    announced: list[dict[str, Any]] = field(default_factory=list)
 
     def authorize(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         self.events.append(event)
@@ -54,12 +59,17 @@ class Recorder:
 
     def on_disconnect(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         self.events.append(event)
+        self.disconnected_at = time.monotonic()
         self.disconnected.set()
         return {"statusCode": 200}
 
+    def announce(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        self.announced.append(event)
+        return {"announced": True, "remaining": context.get_remaining_time_in_millis() > 0}
+
     def on_message(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         self.events.append(event)
-        if event["body"] == '{"action": "explode"}':
+        if event["body"] == '{"event": "explode"}':
             raise RuntimeError("handler bug")
         reply = {"route": event["requestContext"]["routeKey"], "remaining": None}
         reply["remaining"] = context.get_remaining_time_in_millis() > 0
@@ -67,7 +77,7 @@ class Recorder:
 
     def handlers(self) -> WebSocketHandlers:
         return WebSocketHandlers(
-            self.authorize, self.on_connect, self.on_disconnect, self.on_message
+            self.authorize, self.on_connect, self.on_disconnect, self.on_message, self.announce
         )
 
     def of(self, route: str) -> list[dict[str, Any]]:
@@ -97,6 +107,7 @@ class Running:
 @asynccontextmanager
 async def gateway(**options: Any) -> AsyncIterator[Running]:
     recorder = Recorder()
+    options = {"app_key": KEY, "authorizer": True, **options}
     gw = WebSocketGateway(recorder.handlers(), GatewayConfig(**options))
     await gw.start(_listening())
     sock = _listening()
@@ -107,7 +118,7 @@ async def gateway(**options: Any) -> AsyncIterator[Running]:
     while not server.started:
         await asyncio.sleep(0.01)
     try:
-        yield Running(gw, recorder, f"http://127.0.0.1:{sock.getsockname()[1]}/local")
+        yield Running(gw, recorder, f"http://127.0.0.1:{sock.getsockname()[1]}")
     finally:
         await gw.stop()
         server.should_exit = True
@@ -116,11 +127,11 @@ async def gateway(**options: Any) -> AsyncIterator[Running]:
 
 def test_events_carry_api_gateway_shapes_and_routes() -> None:
     async def scenario() -> tuple[Recorder, list[dict[str, Any]]]:
-        async with gateway(routes=("custom",)) as running:
-            async with connect(running.gateway.url + "?token=good&team=7") as ws:
+        async with gateway() as running:
+            async with connect(running.gateway.url + "?token=good&protocol=7") as ws:
                 replies = []
-                for action in ("custom", "other"):
-                    await ws.send(json.dumps({"action": action}))
+                for name in ("pusher:subscribe", "client-x", "pusher:ping"):
+                    await ws.send(json.dumps({"event": name, "data": {}}))
                     replies.append(json.loads(await ws.recv()))
                 await ws.send("not json")
                 replies.append(json.loads(await ws.recv()))
@@ -129,14 +140,17 @@ def test_events_carry_api_gateway_shapes_and_routes() -> None:
 
     recorder, replies = run(scenario)
     assert replies == [
-        {"route": "custom", "remaining": True},
+        {"route": "pusher:subscribe", "remaining": True},
         {"route": "$default", "remaining": True},
+        # pusher:ping is answered by the gateway itself, as the MOCK integration does.
+        {"event": "pusher:pong", "data": "{}"},
         {"route": "$default", "remaining": True},
     ]
+    assert len(recorder.of("$default")) + len(recorder.of("pusher:subscribe")) == 3
     auth = recorder.events[0]
     assert auth["type"] == "REQUEST"
     assert auth["methodArn"].endswith("/local/$connect")
-    assert auth["queryStringParameters"] == {"token": "good", "team": "7"}
+    assert auth["queryStringParameters"] == {"token": "good", "protocol": "7"}
     (connect_event,) = recorder.of("$connect")
     ctx = connect_event["requestContext"]
     assert ctx["eventType"] == "CONNECT"
@@ -149,6 +163,35 @@ def test_events_carry_api_gateway_shapes_and_routes() -> None:
     (disconnect,) = recorder.of("$disconnect")
     assert disconnect["requestContext"]["eventType"] == "DISCONNECT"
     assert disconnect["requestContext"]["disconnectStatusCode"] == 1000
+
+
+def test_without_an_authorizer_connections_are_anonymous() -> None:
+    async def scenario() -> dict[str, Any]:
+        async with gateway(authorizer=False) as running:
+            async with connect(running.gateway.url + "?protocol=7"):
+                pass
+            await asyncio.to_thread(running.recorder.disconnected.wait, 10)
+            (event,) = running.recorder.of("$connect")
+            assert not [e for e in running.recorder.events if e.get("type") == "REQUEST"]
+            return dict(event["requestContext"])
+
+    assert "authorizer" not in run(scenario)
+
+
+def test_an_unknown_app_key_is_refused_with_4001() -> None:
+    async def scenario() -> tuple[dict[str, Any], int | None, int]:
+        async with gateway(authorizer=False) as running:
+            url = running.gateway.url.replace(f"/app/{KEY}", "/app/someone-else")
+            async with connect(url) as ws:
+                first = json.loads(await ws.recv())
+                await asyncio.wait_for(ws.wait_closed(), 10)
+            return first, ws.close_code, len(running.recorder.events)
+
+    first, code, handled = run(scenario)
+    assert first["event"] == "pusher:error"
+    assert first["data"]["code"] == 4001
+    assert code == 4001
+    assert handled == 0  # refused before $connect, as no API mapping exists for the key
 
 
 def test_the_authorizer_decides_401_or_403() -> None:
@@ -166,22 +209,26 @@ def test_the_authorizer_decides_401_or_403() -> None:
     assert run(scenario) == [401, 403]
 
 
-def test_a_path_other_than_the_stage_is_forbidden_before_the_authorizer() -> None:
-    async def scenario() -> tuple[int, int]:
+def test_a_path_other_than_app_key_is_forbidden_before_the_authorizer() -> None:
+    async def scenario() -> list[int]:
+        statuses = []
         async with gateway() as running:
-            other = running.gateway.url.removesuffix("/local") + "/prod?token=good"
-            with pytest.raises(InvalidStatus) as refused:
-                async with connect(other):
-                    pass
-            return refused.value.response.status_code, len(running.recorder.events)
+            base = running.gateway.url.removesuffix(f"/app/{KEY}")
+            for path in ("/local", "/app", f"/app/{KEY}/extra", "/"):
+                with pytest.raises(InvalidStatus) as refused:
+                    async with connect(base + path + "?token=good"):
+                        pass
+                statuses.append(refused.value.response.status_code)
+            assert running.recorder.events == []
+        return statuses
 
-    assert run(scenario) == (403, 0)
+    assert run(scenario) == [403, 403, 403, 403]
 
 
 def test_a_failing_route_handler_answers_like_api_gateway() -> None:
     async def scenario() -> dict[str, Any]:
         async with gateway() as running, connect(running.gateway.url + "?token=good") as ws:
-            await ws.send(json.dumps({"action": "explode"}))
+            await ws.send(json.dumps({"event": "explode"}))
             reply: dict[str, Any] = json.loads(await ws.recv())
             return reply
 
@@ -194,10 +241,12 @@ def test_the_management_api_posts_gets_deletes_and_answers_410() -> None:
     async def scenario() -> dict[str, Any]:
         out: dict[str, Any] = {}
         async with gateway() as running, connect(running.gateway.url + "?token=good") as ws:
-            await ws.send(json.dumps({"action": "whoami"}))
-            await ws.recv()
+            await ws.send(json.dumps({"event": "pusher:ping"}))
+            await ws.recv()  # the connection is established once it answers
             (connection_id,) = running.gateway.connections
-            api = boto3.client("apigatewaymanagementapi", endpoint_url=running.management)
+            api = boto3.client(
+                "apigatewaymanagementapi", endpoint_url=f"{running.management}/local"
+            )
             await asyncio.to_thread(api.post_to_connection, ConnectionId=connection_id, Data=b"hi")
             out["received"] = await ws.recv()
             info = await asyncio.to_thread(api.get_connection, ConnectionId=connection_id)
@@ -209,7 +258,9 @@ def test_the_management_api_posts_gets_deletes_and_answers_410() -> None:
                     Data=b"x" * (128 * 1024 + 1),
                 )
             async with httpx.AsyncClient() as http:
-                unsigned = await http.post(f"{running.management}/@connections/{connection_id}")
+                unsigned = await http.post(
+                    f"{running.management}/local/@connections/{connection_id}"
+                )
             out["unsigned"] = unsigned.status_code
             await asyncio.to_thread(api.delete_connection, ConnectionId=connection_id)
             with pytest.raises(ConnectionClosed):
@@ -246,15 +297,58 @@ def test_idle_connections_are_closed_and_disconnected() -> None:
 
 
 def test_a_vanished_client_gets_its_disconnect_after_the_configured_delay() -> None:
-    async def scenario() -> tuple[bool, bool]:
-        async with gateway(lost_disconnect_delay=0.2) as running:
+    async def scenario(delay: float | None) -> float | None:
+        async with gateway(lost_disconnect_delay=delay) as running:
             ws = await connect(running.gateway.url + "?token=good")
+            (conn,) = running.gateway.connections.values()
             ws.transport.abort()
-            before = running.recorder.disconnected.is_set()
-            after = await asyncio.to_thread(running.recorder.disconnected.wait, 10)
-            return before, after
+            # When the gateway noticed the abort: its connection entry goes at that moment.
+            while running.gateway.connections:
+                await asyncio.sleep(0.005)
+            noticed = time.monotonic()
+            if not await asyncio.to_thread(running.recorder.disconnected.wait, 3):
+                return None
+            assert (
+                conn.connection_id
+                == running.recorder.of("$disconnect")[0]["requestContext"]["connectionId"]
+            )
+            return running.recorder.disconnected_at - noticed
 
-    assert run(scenario) == (False, True)
+    waited = run(lambda: scenario(0.6))
+    assert waited is not None
+    assert 0.5 <= waited < 3
+    assert run(lambda: scenario(None)) is None  # never, when so configured
+
+
+def test_lambda_invoke_runs_the_named_function() -> None:
+    async def scenario() -> tuple[Recorder, Any, int, int]:
+        async with gateway() as running:
+            client = boto3.client("lambda", endpoint_url=running.management)
+            name = running.gateway.ANNOUNCE_FUNCTION
+            answer = await asyncio.to_thread(
+                client.invoke, FunctionName=name, Payload=b'{"connectionId": "x"}'
+            )
+            event = await asyncio.to_thread(
+                client.invoke,
+                FunctionName=f"arn:aws:lambda:us-east-1:123456789012:function:{name}",
+                InvocationType="Event",
+                Payload=b'{"connectionId": "y"}',
+            )
+            while len(running.recorder.announced) < 2:
+                await asyncio.sleep(0.01)
+            with pytest.raises(client.exceptions.ResourceNotFoundException):
+                await asyncio.to_thread(client.invoke, FunctionName="other", Payload=b"{}")
+            return (
+                running.recorder,
+                json.loads(answer["Payload"].read()),
+                answer["StatusCode"],
+                event["StatusCode"],
+            )
+
+    recorder, payload, sync_status, async_status = run(scenario)
+    assert payload == {"announced": True, "remaining": True}
+    assert (sync_status, async_status) == (200, 202)
+    assert recorder.announced == [{"connectionId": "x"}, {"connectionId": "y"}]
 
 
 def test_a_plain_http_request_gets_426_without_running_the_handlers() -> None:
@@ -287,9 +381,13 @@ def test_stopping_keeps_the_event_loop_free_for_a_disconnect_still_running() -> 
 
         recorder = Recorder()
         handlers = WebSocketHandlers(
-            recorder.authorize, recorder.on_connect, slow_disconnect, recorder.on_message
+            recorder.authorize,
+            recorder.on_connect,
+            slow_disconnect,
+            recorder.on_message,
+            recorder.announce,
         )
-        gw = WebSocketGateway(handlers, GatewayConfig(lost_disconnect_delay=0.05))
+        gw = WebSocketGateway(handlers, GatewayConfig(lost_disconnect_delay=0.05, app_key=KEY))
         await gw.start(_listening())
         ws = await connect(gw.url + "?token=good")
         ws.transport.abort()
@@ -313,9 +411,13 @@ def test_stopping_waits_for_queued_disconnects_only_for_the_grace_period() -> No
 
         recorder = Recorder()
         handlers = WebSocketHandlers(
-            recorder.authorize, recorder.on_connect, slow_disconnect, recorder.on_message
+            recorder.authorize,
+            recorder.on_connect,
+            slow_disconnect,
+            recorder.on_message,
+            recorder.announce,
         )
-        gw = WebSocketGateway(handlers, GatewayConfig(handler_workers=1))
+        gw = WebSocketGateway(handlers, GatewayConfig(handler_workers=1, app_key=KEY))
         await gw.start(_listening())
         clients = [await connect(gw.url + "?token=good") for _ in range(10)]
         for ws in clients:

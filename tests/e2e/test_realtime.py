@@ -1,193 +1,213 @@
-"""Real WebSocket clients against the local stack: authorizer, channels, presence, cleanup."""
+"""Unmodified pusher-js (npm, run by Node) and raw Pusher-protocol clients against the stack.
+
+What a front end built for Pusher does, with only its host options changed: connect,
+channels of every kind, presence, client events, user sign-in, reconnection and pings.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import re
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 from milequest.local import LocalStack
-from milequest.services.websocket import WebSocketService, create_websocket_service
+from milequest.services import reset_services
+from milequest.services.websocket import WebSocketService, create_websocket_service, protocol
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
 
-from .conftest import Client, run
+from .conftest import Client, run, stack_config
+from .pusherjs import PusherJs, pusher_js_clients
 
 pytestmark = pytest.mark.slow
 
-API_GATEWAY_ID = re.compile(r"\A[A-Za-z0-9=]{16}\Z")
+ACTIVITY_TIMEOUT = 1  # seconds: pusher-js pings after this much silence
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    with LocalStack(stack_config(activity_timeout=ACTIVITY_TIMEOUT)) as running:
+        yield running
+
+
+def _options(stack: LocalStack, user: str) -> dict[str, Any]:
+    """What a front end passes to ``new Pusher(key, options)``: the stack's host options and
+    its app's own user authentication (a bearer token)."""
+    options = stack.pusher_js_options()
+    headers = {"Authorization": f"Bearer {stack.connection_token(user)}"}
+    options["channelAuthorization"]["headers"] = headers
+    options["userAuthentication"]["headers"] = headers
+    return options
+
+
+def _connected(stack: LocalStack, client: PusherJs, user: str) -> str:
+    return client.connect(stack.config.resources.websocket_app_key, _options(stack, user))
 
 
 def _service() -> WebSocketService:
     return create_websocket_service()
 
 
-async def _trigger(channel: str, event: str, data: Any, socket_id: str | None = None) -> Any:
-    return await asyncio.to_thread(_service().trigger, channel, event, data, socket_id)
+def test_pusher_js_connects_and_gets_a_pusher_socket_id(stack: LocalStack) -> None:
+    with pusher_js_clients(1) as [client]:
+        socket_id = _connected(stack, client, "alice")
+        assert protocol.SOCKET_ID_RE.match(socket_id)
+        assert protocol.decode_socket_id(socket_id) in stack.gateway.connections
+        states = [e["current"] for e in client.of_type("state")]
+        assert states[-1] == "connected"
+        assert not {"unavailable", "failed", "disconnected"} & set(states)
 
 
-async def _channel_auth(stack: LocalStack, user_id: str, socket_id: str, channel: str) -> Any:
-    async with httpx.AsyncClient(base_url=stack.urls["http"]) as http:
-        response = await http.post(
-            "/realtime/auth",
-            data={"socket_id": socket_id, "channel_name": channel},
-            headers={"Authorization": f"Bearer {stack.connection_token(user_id)}"},
-        )
-    assert response.status_code == 200, response.text
-    return response.json()
+def test_every_kind_of_channel_and_a_trigger_from_python(stack: LocalStack) -> None:
+    channels = ("team-1", "private-team-1", "presence-team-1", "private-encrypted-team-1")
+    with pusher_js_clients(1) as [client]:
+        socket_id = _connected(stack, client, "alice")
+        for channel in channels:
+            assert client.subscribe(channel)["type"] == "subscribed", client.events
+        service = _service()
+        assert service.provider_name == "apigateway"
+        for channel in channels:
+            result = service.trigger(channel, "activity-update", {"distance": 5.2, "on": channel})
+            assert result.delivered == 1
+        for channel in channels:
+            event = client.wait_type("event", channel=channel, event="activity-update")
+            # pusher-js parsed the data (and decrypted it on the encrypted channel).
+            assert event["data"] == {"distance": 5.2, "on": channel}
+        # The sender's own socket id excludes it, as with Pusher.
+        service.trigger("team-1", "excluded", {}, socket_id=socket_id)
+        service.trigger("team-1", "after", {})
+        client.wait_type("event", event="after")
+        assert not [e for e in client.of_type("event") if e["event"] == "excluded"]
 
 
-def test_the_authorizer_refuses_a_bad_or_missing_token(stack: LocalStack) -> None:
-    async def scenario() -> list[int]:
-        statuses = []
-        for query in ("?token=forged.token", "?token=" + stack.connection_token("a") + "x", ""):
-            with pytest.raises(InvalidStatus) as refused:
-                async with connect(stack.urls["websocket"] + query):
-                    pass
-            statuses.append(refused.value.response.status_code)
-        return statuses
-
-    assert run(scenario) == [401, 401, 401]
-    assert stack.gateway.connections == {}
-
-
-def test_a_client_learns_its_socket_id_with_a_query_or_header_token(stack: LocalStack) -> None:
-    async def scenario() -> tuple[str, str, dict[str, Any]]:
-        by_query = await Client.open(stack, "alice")
-        by_header = await Client.open(stack, "bob", header=True)
-        api = boto3.client(
-            "apigatewaymanagementapi", endpoint_url=stack.env["APIGW_MANAGEMENT_ENDPOINT"]
-        )
-        info = await asyncio.to_thread(api.get_connection, ConnectionId=by_header.socket_id)
-        await by_query.close()
-        await by_header.close()
-        return by_query.socket_id, by_header.socket_id, info
-
-    first, second, info = run(scenario)
-    assert API_GATEWAY_ID.match(first)
-    assert API_GATEWAY_ID.match(second)
-    assert first != second
-    assert info["Identity"]["SourceIp"] == "127.0.0.1"
-
-
-def test_public_channel_events_honour_socket_id_exclusion(stack: LocalStack) -> None:
-    async def scenario() -> Any:
-        sender, receiver = await Client.open(stack, "alice"), await Client.open(stack, "bob")
-        for client in (sender, receiver):
-            reply = await client.subscribe("public-e2e")
-            assert reply["event"] == "subscription_succeeded", reply
-        result = await _trigger("public-e2e", "activity-update", {"km": 5.2}, sender.socket_id)
-        frame = await receiver.expect("activity-update")
-        await sender.assert_nothing_pending()
-        await sender.close()
-        await receiver.close()
-        return result, frame
-
-    result, frame = run(scenario)
-    assert frame == {"event": "activity-update", "channel": "public-e2e", "data": {"km": 5.2}}
-    assert (result.delivered, result.excluded, result.gone) == (1, 1, 0)
-
-
-def test_private_channel_with_auth_from_the_http_app(stack: LocalStack) -> None:
-    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
-        client = await Client.open(stack, "alice")
-        auth = await _channel_auth(stack, "alice", client.socket_id, "private-team-1")
-        reply = await client.subscribe("private-team-1", auth)
-        await _trigger("private-team-1", "goal-reached", {"team": 1})
-        frame = await client.expect("goal-reached")
-        await client.close()
-        return reply, frame
-
-    reply, frame = run(scenario)
-    assert reply == {"event": "subscription_succeeded", "channel": "private-team-1", "data": {}}
-    assert frame["data"] == {"team": 1}
-
-
-def test_a_forged_private_signature_gets_an_error_frame_and_no_events(stack: LocalStack) -> None:
-    async def scenario() -> tuple[dict[str, Any], Any]:
-        intruder = await Client.open(stack, "mallory")
-        real = await _channel_auth(stack, "mallory", intruder.socket_id, "private-other")
-        # A valid signature for another channel, replayed for this one.
-        reply = await intruder.subscribe("private-secret", {"auth": real["auth"]})
-        result = await _trigger("private-secret", "salary", {"amount": 1})
-        await intruder.assert_nothing_pending()
-        await intruder.close()
-        return reply, result
-
-    reply, result = run(scenario)
-    assert reply["event"] == "subscription_error"
-    assert reply["data"]["code"] == "UNAUTHORIZED"
-    assert result.delivered == 0
-
-
-def test_presence_members_are_added_and_removed(stack: LocalStack) -> None:
-    async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        alice, bob = await Client.open(stack, "alice"), await Client.open(stack, "bob")
-        channel = "presence-race-7"
-        first = await alice.subscribe(
-            channel, await _channel_auth(stack, "alice", alice.socket_id, channel)
-        )
-        assert first["data"]["presence"]["ids"] == ["alice"], first
-        joined = await bob.subscribe(
-            channel, await _channel_auth(stack, "bob", bob.socket_id, channel)
-        )
-        added = await alice.expect("member_added")
-        await bob.close()
-        removed = await alice.expect("member_removed")
-        await alice.close()
-        return joined, added, removed
-
-    joined, added, removed = run(scenario)
-    assert sorted(joined["data"]["presence"]["ids"]) == ["alice", "bob"]
-    assert added["data"]["user_id"] == "bob"
-    assert removed["data"]["user_id"] == "bob"
+def test_presence_members_come_and_go_across_two_clients(stack: LocalStack) -> None:
+    with pusher_js_clients(2) as [alice, bob]:
+        _connected(stack, alice, "alice")
+        _connected(stack, bob, "bob")
+        joined = alice.subscribe("presence-walk")
+        assert joined["members"] == {
+            "count": 1,
+            "me": {"id": "alice", "info": None},
+            "ids": ["alice"],
+        }
+        seen = bob.subscribe("presence-walk")
+        assert seen["members"]["count"] == 2
+        assert sorted(seen["members"]["ids"]) == ["alice", "bob"]
+        assert alice.wait_type("member_added", channel="presence-walk")["id"] == "bob"
+        bob.send("unsubscribe", channel="presence-walk")
+        assert alice.wait_type("member_removed", channel="presence-walk")["id"] == "bob"
+        users = _service().get_channel_users("presence-walk")
+        assert [u.id for u in users] == ["alice"]
 
 
 def test_client_events_reach_the_other_members_only(stack: LocalStack) -> None:
-    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
-        alice, bob = await Client.open(stack, "alice"), await Client.open(stack, "bob")
-        channel = "private-chat-3"
-        for client, user in ((alice, "alice"), (bob, "bob")):
-            auth = await _channel_auth(stack, user, client.socket_id, channel)
-            assert (await client.subscribe(channel, auth))["event"] == "subscription_succeeded"
-        ack = await alice.request(
-            {
-                "action": "client-event",
-                "channel": channel,
-                "event": "client-typing",
-                "data": {"who": "alice"},
-            },
-            "client_event_sent",
-        )
-        got = await bob.expect("client-typing")
-        await alice.assert_nothing_pending()
-        await alice.close()
-        await bob.close()
-        return ack, got
+    with pusher_js_clients(2) as [alice, bob]:
+        _connected(stack, alice, "alice")
+        _connected(stack, bob, "bob")
+        alice.subscribe("presence-chat")
+        bob.subscribe("presence-chat")
+        bob.send("bind", channel="presence-chat", event="client-typing")
+        alice.send("trigger", channel="presence-chat", event="client-typing", data={"on": True})
+        assert alice.wait_type("triggered")["ok"] is True
+        event = bob.wait_type("bound_event", event="client-typing")
+        # On presence channels the receiver learns who sent it.
+        assert (event["data"], event["user_id"]) == ({"on": True}, "alice")
+        alice.settle(0.3)
+        assert not [e for e in alice.of_type("event") if e["event"] == "client-typing"]
 
-    ack, got = run(scenario)
-    assert ack["data"]["delivered"] == 1
-    assert got == {"event": "client-typing", "channel": "private-chat-3", "data": {"who": "alice"}}
+
+def test_signin_then_send_to_user(stack: LocalStack) -> None:
+    with pusher_js_clients(2) as [walker, other]:
+        _connected(stack, walker, "walker-1")
+        _connected(stack, other, "walker-2")
+        walker.send("signin")
+        assert walker.wait_type("signed_in")["user"] == {"id": "walker-1"}
+        walker.wait_for(
+            lambda e: e.get("type") == "message" and e.get("channel") == "#server-to-user-walker-1"
+        )  # pusher-js subscribed to its server-to-user channel
+        assert _service().send_to_user("walker-1", "badge", {"miles": 100}).delivered == 1
+        assert walker.wait_type("user_event", event="badge")["data"] == {"miles": 100}
+        other.settle(0.3)
+        assert other.of_type("user_event") == []
+
+
+def test_pusher_js_reconnects_after_the_server_closes_the_socket(stack: LocalStack) -> None:
+    with pusher_js_clients(1) as [client]:
+        first = _connected(stack, client, "alice")
+        client.subscribe("team-reconnect")
+        management = boto3.client(
+            "apigatewaymanagementapi", endpoint_url=stack.env["APIGW_MANAGEMENT_ENDPOINT"]
+        )
+        management.delete_connection(ConnectionId=protocol.decode_socket_id(first))
+        second = client.wait_for(
+            lambda e: e.get("type") == "connected" and e["socket_id"] != first, timeout=20
+        )["socket_id"]
+        # pusher-js subscribes again by itself on the new connection.
+        client.wait_for(
+            lambda e: e.get("type") == "subscribed" and e is not client.of_type("subscribed")[0]
+        )
+        _service().trigger("team-reconnect", "back", {"ok": 1})
+        assert client.wait_type("event", event="back")["data"] == {"ok": 1}
+        assert protocol.decode_socket_id(second) in stack.gateway.connections
+
+
+def test_the_activity_ping_is_answered(stack: LocalStack) -> None:
+    with pusher_js_clients(1) as [client]:
+        socket_id = _connected(stack, client, "alice")
+        # Silence: pusher-js pings after the activity timeout and needs a pong in time.
+        client.wait_for(lambda e: e.get("type") == "message" and e["event"] == "pusher:pong")
+        client.settle(3 * ACTIVITY_TIMEOUT)
+        pongs = [e for e in client.of_type("message") if e["event"] == "pusher:pong"]
+        assert len(pongs) >= 2
+        connected = [e["socket_id"] for e in client.of_type("connected")]
+        assert connected == [socket_id]  # never had to reconnect
+
+
+# -- what pusher-js hides: refusals and limits, with a raw client -----------------------------
+
+
+def test_an_unsupported_protocol_version_is_refused_in_the_first_frame(stack: LocalStack) -> None:
+    async def scenario() -> tuple[list[dict[str, Any]], int | None]:
+        client = Client(await connect(f"{stack.urls['websocket']}?protocol=6&client=js"))
+        first = await client.next_frame()
+        await asyncio.wait_for(client.ws.wait_closed(), 10)
+        return [first], client.ws.close_code
+
+    frames, code = run(scenario)
+    assert frames[0]["event"] == "pusher:error"
+    assert frames[0]["data"]["code"] == 4007
+    assert code == 1000  # closed by DeleteConnection, as in AWS (no close code from $connect)
+
+
+def test_an_unknown_app_key_is_refused_with_4001(stack: LocalStack) -> None:
+    async def scenario() -> tuple[dict[str, Any], int | None]:
+        url = stack.urls["websocket"].rsplit("/", 1)[0] + "/not-our-key?protocol=7"
+        client = Client(await connect(url))
+        first = await client.next_frame()
+        await asyncio.wait_for(client.ws.wait_closed(), 10)
+        return first, client.ws.close_code
+
+    first, code = run(scenario)
+    assert (first["event"], first["data"]["code"], code) == ("pusher:error", 4001, 4001)
 
 
 def test_an_abruptly_dropped_client_is_cleaned_up_on_the_next_trigger(
     stack: LocalStack,
 ) -> None:
     async def scenario() -> tuple[Any, Any, list[Any]]:
-        stays, drops = await Client.open(stack, "alice"), await Client.open(stack, "bob")
+        stays, drops = await Client.open(stack), await Client.open(stack)
         for client in (stays, drops):
-            assert (await client.subscribe("public-drop"))["event"] == "subscription_succeeded"
-        dropped_id = drops.socket_id
+            frame = await client.subscribe("public-drop")
+            assert frame["event"] == "pusher_internal:subscription_succeeded"
+        dropped_id = protocol.decode_socket_id(drops.socket_id)
         drops.ws.transport.abort()  # TCP gone, no close frame: $disconnect never arrives
         async with asyncio.timeout(10):
             while dropped_id in stack.gateway.connections:
                 await asyncio.sleep(0.02)
-        first = await _trigger("public-drop", "tick", 1)
+        first = await asyncio.to_thread(_service().trigger, "public-drop", "tick", 1)
         await stays.expect("tick")
-        second = await _trigger("public-drop", "tick", 2)
+        second = await asyncio.to_thread(_service().trigger, "public-drop", "tick", 2)
         await stays.expect("tick")
         ddb = boto3.client("dynamodb")
         leftovers = await asyncio.to_thread(
@@ -208,24 +228,71 @@ def test_an_abruptly_dropped_client_is_cleaned_up_on_the_next_trigger(
 
 def test_a_message_over_128_kb_closes_the_connection_with_1009(stack: LocalStack) -> None:
     async def scenario() -> int | None:
-        client = await Client.open(stack, "alice")
-        await client.ws.send('{"action": "ping", "pad": "' + "x" * (128 * 1024) + '"}')
+        client = await Client.open(stack)
+        await client.ws.send('{"event": "pusher:ping", "pad": "' + "x" * (128 * 1024) + '"}')
         await asyncio.wait_for(client.ws.wait_closed(), 10)
         return client.ws.close_code
 
     assert run(scenario) == 1009
 
 
+def test_a_flood_of_client_events_is_refused_with_4301_and_others_are_unharmed(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The local gateway runs one connection's messages in turn (API Gateway runs them in
+    # parallel), so a lower limit is what a flood exceeds here.
+    monkeypatch.setenv("WEBSOCKET_CLIENT_EVENT_RATE", "2")
+    reset_services()
+
+    async def scenario() -> tuple[list[Any], int]:
+        flooder, calm = await Client.open(stack), await Client.open(stack)
+        for client, user in ((flooder, "f"), (calm, "c")):
+            auth = await asyncio.to_thread(
+                _service().authenticate_channel, client.socket_id, "presence-flood", user
+            )
+            frame = await client.subscribe("presence-flood", auth)
+            assert frame["event"] == "pusher_internal:subscription_succeeded"
+        await flooder.expect("pusher_internal:member_added")
+        for i in range(25):
+            await flooder.send("client-spam", {"i": i}, channel="presence-flood")
+        errors = [
+            f["data"]["code"]
+            for f in await _frames_until_quiet(flooder, quiet=3)
+            if f["event"] == "pusher:error"
+        ]
+        received = sum(f["event"] == "client-spam" for f in await _frames_until_quiet(calm))
+        await calm.assert_nothing_pending()
+        await flooder.close()
+        await calm.close()
+        return errors, received
+
+    errors, received = run(scenario)
+    reset_services()
+    assert errors
+    assert set(errors) == {4301}
+    assert received + len(errors) == 25  # each one either relayed or refused, never lost
+
+
+async def _frames_until_quiet(client: Client, quiet: float = 1.0) -> list[dict[str, Any]]:
+    frames = []
+    while True:
+        try:
+            frames.append(await asyncio.wait_for(client.next_frame(), quiet))
+        except TimeoutError:
+            return frames
+
+
 def test_dropping_motos_model_tracking_keeps_the_connections_table_intact(
     stack: LocalStack,
 ) -> None:
     async def scenario() -> tuple[int, Any, dict[str, Any]]:
-        client = await Client.open(stack, "alice")
-        assert (await client.subscribe("public-trim"))["event"] == "subscription_succeeded"
-        await _trigger("public-trim", "before", 1)
+        client = await Client.open(stack)
+        frame = await client.subscribe("public-trim")
+        assert frame["event"] == "pusher_internal:subscription_succeeded"
+        await asyncio.to_thread(_service().trigger, "public-trim", "before", 1)
         await client.expect("before")
         dropped = stack.aws.forget_tracked_models()
-        result = await _trigger("public-trim", "after", 2)
+        result = await asyncio.to_thread(_service().trigger, "public-trim", "after", 2)
         frame = await client.expect("after")
         await client.close()
         return dropped, result, frame

@@ -42,7 +42,7 @@ logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "milequest-web
 
 TokenVerifier = Callable[[str], str]
 _verifier: TokenVerifier | None = None
-_lambda: Any = None  # the boto3 Lambda client, made on first use
+_lambda: tuple[str | None, Any] | None = None  # (endpoint, boto3 Lambda client)
 _lambda_lock = threading.Lock()
 
 # Service error codes that mean the client did something wrong (logged at INFO, not ERROR).
@@ -225,13 +225,16 @@ def on_connect(event: dict[str, Any], context: object) -> dict[str, Any]:
 
 
 def _lambda_client() -> Any:
+    # One client per process, made again if the endpoint setting changed (local stacks
+    # started one after another in one process point it elsewhere each time).
     global _lambda
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_LAMBDA") or os.environ.get("AWS_ENDPOINT_URL")
     with _lambda_lock:
-        if _lambda is None:
+        if _lambda is None or _lambda[0] != endpoint:
             import boto3
 
-            _lambda = boto3.client("lambda")
-        return _lambda
+            _lambda = (endpoint, boto3.client("lambda"))
+        return _lambda[1]
 
 
 def _request_announce(service: ConnectionService, payload: dict[str, Any]) -> None:

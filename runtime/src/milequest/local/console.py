@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -13,7 +15,13 @@ from moto.core.models import DEFAULT_ACCOUNT_ID
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
 from starlette.routing import Route
 
 from milequest.services.email.events import sample_sns_event
@@ -27,6 +35,25 @@ if TYPE_CHECKING:
 
 CONSOLE_USER = "dev-console"
 MAX_LISTED_CONNECTIONS = 100  # each listed connection costs a DynamoDB query per refresh
+
+
+PUSHER_JS = Path("node_modules", "pusher-js", "dist", "web", "pusher-with-encryption.min.js")
+
+
+def find_pusher_js() -> Path | None:
+    """pusher-js's browser build, installed from npm (``npm ci``), served with no CDN.
+
+    ``MILEQUEST_PUSHER_JS`` names the file; otherwise the nearest ``node_modules`` above the
+    working directory or this package (a checkout of the repository) has it.
+    """
+    named = os.environ.get("MILEQUEST_PUSHER_JS")
+    if named:
+        return Path(named) if Path(named).is_file() else None
+    for start in (Path.cwd(), Path(__file__).resolve().parent):
+        for folder in (start, *start.parents):
+            if (folder / PUSHER_JS).is_file():
+                return folder / PUSHER_JS
+    return None
 
 
 class BadRequestError(ValueError):
@@ -147,10 +174,24 @@ def create_console_app(stack: LocalStack) -> Starlette:
             }
         )
 
+    async def pusher_js(request: Request) -> Response:
+        script = find_pusher_js()
+        if script is None:
+            return PlainTextResponse("pusher-js is not installed: run npm ci\n", status_code=404)
+        return FileResponse(script, media_type="text/javascript")
+
     async def api_token(request: Request) -> JSONResponse:
         user = request.query_params.get("user_id") or CONSOLE_USER
         token = await run_in_threadpool(stack.connection_token, user)
-        return JSONResponse({"token": token, "user_id": user, "url": stack.urls["websocket"]})
+        return JSONResponse(
+            {
+                "token": token,
+                "user_id": user,
+                "url": stack.urls["websocket"],
+                "key": stack.config.resources.websocket_app_key,
+                "options": stack.pusher_js_options(),
+            }
+        )
 
     async def api_trigger(request: Request) -> JSONResponse:
         body = await _json_body(request)
@@ -237,6 +278,7 @@ def create_console_app(stack: LocalStack) -> Starlette:
     return Starlette(
         routes=[
             Route("/", index),
+            Route("/pusher.js", pusher_js),
             Route("/api/state", api_state),
             Route("/api/token", api_token),
             Route("/api/trigger", api_trigger, methods=["POST"]),
