@@ -1,4 +1,5 @@
-"""Fixtures for the email tests: a local SES v2 endpoint, real SMTP servers, clean settings."""
+"""Fixtures for the email tests: local SES v2, Resend and SendGrid endpoints, real SMTP
+servers, clean settings."""
 
 from __future__ import annotations
 
@@ -19,12 +20,16 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from tests.conftest import free_port
+from tests.runtime.email import resend_server, sendgrid_server
+from tests.runtime.email.api_server import ApiServer
+from tests.runtime.email.resend_server import ResendState
+from tests.runtime.email.sendgrid_server import SendGridState
 from tests.runtime.email.ses_server import SesServer
 
 SENDER = "noreply@milequest.example"
 SMTP_USER, SMTP_PASSWORD = "mailer", "s3cret-pass"
 
-_SETTING_PREFIXES = ("SES_", "SMTP_", "EMAIL_")
+_SETTING_PREFIXES = ("SES_", "SMTP_", "EMAIL_", "RESEND_", "SENDGRID_")
 _SETTING_NAMES = ("DEFAULT_FROM_EMAIL", "AWS_SES_REGION")
 
 
@@ -67,6 +72,57 @@ def ses_server(
     return ses_endpoint
 
 
+# -- Resend and SendGrid ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _resend_endpoint() -> Iterator[ApiServer[ResendState]]:
+    server = resend_server.resend_server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def resend_api(
+    _resend_endpoint: ApiServer[ResendState], monkeypatch: pytest.MonkeyPatch
+) -> ApiServer[ResendState]:
+    """The local Resend API, reset, the sender's domain verified, wired in by settings."""
+    _resend_endpoint.state.reset()
+    _resend_endpoint.state.verify("milequest.example")
+    monkeypatch.setenv("RESEND_API_URL", _resend_endpoint.url)
+    monkeypatch.setenv("RESEND_API_KEY", resend_server.API_KEY)
+    return _resend_endpoint
+
+
+@pytest.fixture(scope="session")
+def _sendgrid_endpoint() -> Iterator[ApiServer[SendGridState]]:
+    server = sendgrid_server.sendgrid_server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sendgrid_api(
+    _sendgrid_endpoint: ApiServer[SendGridState], monkeypatch: pytest.MonkeyPatch
+) -> ApiServer[SendGridState]:
+    """The local SendGrid API, reset, the sender's domain authenticated, wired in."""
+    _sendgrid_endpoint.state.reset()
+    _sendgrid_endpoint.state.verify("milequest.example")
+    monkeypatch.setenv("SENDGRID_API_URL", _sendgrid_endpoint.url)
+    monkeypatch.setenv("SENDGRID_API_KEY", sendgrid_server.API_KEY)
+    return _sendgrid_endpoint
+
+
+@pytest.fixture
+def no_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The ESP APIs' retry waits, recorded instead of slept."""
+    from milequest.services.email import http_api
+
+    waits: list[float] = []
+    monkeypatch.setattr(http_api, "sleep", waits.append)
+    return waits
+
+
 # -- SMTP ---------------------------------------------------------------------------------
 
 
@@ -76,6 +132,8 @@ class Received:
     rcpt_tos: list[str]
     message: MimeMessage
     raw: bytes
+    session: int = 0
+    """Which SMTP connection carried the message."""
 
 
 @dataclass
@@ -104,7 +162,7 @@ class SinkHandler:
         assert isinstance(parsed, MimeMessage)
         with self.lock:
             self.messages.append(
-                Received(str(envelope.mail_from), list(envelope.rcpt_tos), parsed, raw)
+                Received(str(envelope.mail_from), list(envelope.rcpt_tos), parsed, raw, id(session))
             )
         return "250 Message accepted"
 

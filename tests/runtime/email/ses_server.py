@@ -43,6 +43,10 @@ class SesState:
     entry_statuses: dict[str, list[str]] = field(default_factory=dict)
     """Per recipient, statuses to report for its next bulk entries (then SUCCESS)."""
     record_sends: bool = True
+    bulk_sizes: list[int] = field(default_factory=list)
+    """Entries per accepted SendBulkEmail call."""
+    delay: float = 0.0
+    """Seconds to wait before answering each request (the deadline tests)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, method: str, path: str) -> int:
@@ -84,6 +88,8 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.state
         with state.lock:
             state.requests.append((method, path))
+        if state.delay:
+            time.sleep(state.delay)
         try:
             if path in SEND_PATHS and method == "POST":
                 with state.lock:
@@ -185,6 +191,12 @@ class _Handler(BaseHTTPRequestHandler):
                     for n in names
                 ]
             }
+        if path.startswith("/v2/email/identities/") and path.endswith("/mail-from"):
+            name = path.split("/")[4].lower()
+            if name not in s.identities or method != "PUT":
+                raise SesError(404, "NotFoundException", f"{name} does not exist")
+            s.identities[name]["mail_from"] = body["MailFromDomain"]
+            return 200, {}
         if path.startswith("/v2/email/identities/") and method == "GET":
             name = path.rsplit("/", 1)[1].lower()
             if name not in s.identities:
@@ -215,6 +227,12 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if full:
             out["VerificationStatus"] = status
+            if ident.get("mail_from"):
+                out["MailFromAttributes"] = {
+                    "MailFromDomain": ident["mail_from"],
+                    "MailFromDomainStatus": "PENDING",
+                    "BehaviorOnMxFailure": "USE_DEFAULT_VALUE",
+                }
         return out
 
     def _check_sender(self, sender: str) -> None:
@@ -249,6 +267,8 @@ class _Handler(BaseHTTPRequestHandler):
         entries = body["BulkEmailEntries"]
         if not 1 <= len(entries) <= 50:
             raise SesError(400, "BadRequestException", "1 to 50 BulkEmailEntries")
+        with self.state.lock:
+            self.state.bulk_sizes.append(len(entries))
         template = body["DefaultContent"]["Template"]
         name = template.get("TemplateName")
         if name is not None and name not in self.state.templates:
@@ -318,12 +338,21 @@ class SesServer:
 
     def reset(self) -> None:
         fresh = SesState()
-        for name in ("identities", "suppressed", "templates", "sent", "requests", "entry_statuses"):
+        for name in (
+            "identities",
+            "suppressed",
+            "templates",
+            "sent",
+            "requests",
+            "entry_statuses",
+            "bulk_sizes",
+        ):
             getattr(self.state, name).clear()
         self.state.max_send_rate = fresh.max_send_rate
         self.state.sending_enabled = True
         self.state.throttle_sends = 0
         self.state.record_sends = True
+        self.state.delay = 0.0
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""The email contract: the same behaviour from every provider (mock, ses, smtp)."""
+"""The email contract: the same behaviour from every provider (mock, ses, smtp, resend,
+sendgrid), each against a real local component speaking its protocol."""
 
 from __future__ import annotations
 
@@ -18,14 +19,25 @@ from milequest.services.email import (
     create_email_service,
 )
 from milequest.services.email.templates import load_template_sources
+from milequest.services.health import HealthState
 from milequest.services.metrics import InMemorySink
 
+from tests.runtime.email.api_server import ApiServer
 from tests.runtime.email.conftest import SENDER, SmtpServer
-from tests.runtime.email.harness import Harness, MockHarness, SesHarness, SmtpHarness
+from tests.runtime.email.harness import (
+    Harness,
+    MockHarness,
+    ResendHarness,
+    SendGridHarness,
+    SesHarness,
+    SmtpHarness,
+)
+from tests.runtime.email.resend_server import ResendState
+from tests.runtime.email.sendgrid_server import SendGridState
 from tests.runtime.email.ses_server import SesServer
 
-PROVIDERS = ["mock", "ses", "smtp"]
-WITH_IDENTITIES = ["mock", "ses"]
+PROVIDERS = ["mock", "ses", "smtp", "resend", "sendgrid"]
+WITH_IDENTITIES = ["mock", "ses", "resend", "sendgrid"]
 
 
 def _deploy_templates(server: SesServer) -> None:
@@ -36,7 +48,11 @@ def _deploy_templates(server: SesServer) -> None:
 
 @pytest.fixture
 def harness(
-    request: pytest.FixtureRequest, ses_server: SesServer, smtp_plain: SmtpServer
+    request: pytest.FixtureRequest,
+    ses_server: SesServer,
+    smtp_plain: SmtpServer,
+    resend_api: ApiServer[ResendState],
+    sendgrid_api: ApiServer[SendGridState],
 ) -> Iterator[Harness]:
     sink = InMemorySink()
     name = request.param
@@ -45,6 +61,10 @@ def harness(
     elif name == "ses":
         _deploy_templates(ses_server)
         yield SesHarness(create_email_service("ses", metrics=sink), ses_server)
+    elif name == "resend":
+        yield ResendHarness(create_email_service("resend", metrics=sink), resend_api)
+    elif name == "sendgrid":
+        yield SendGridHarness(create_email_service("sendgrid", metrics=sink), sendgrid_api)
     else:
         service = create_email_service("smtp", metrics=sink, **smtp_plain.settings())
         yield SmtpHarness(service, smtp_plain)
@@ -69,9 +89,10 @@ def test_seed_usage_sends_and_reports_each_recipient(harness: Harness) -> None:
     )
     assert result.message_id
     assert result.provider == harness.name
-    assert [(r.address, r.status) for r in result.recipients] == [
-        ("user@example.com", RecipientStatus.SENT)
-    ]
+    # SendGrid answers 202 without per-recipient results: its recipients are "accepted".
+    expected = RecipientStatus.ACCEPTED if harness.name == "sendgrid" else RecipientStatus.SENT
+    assert [(r.address, r.status) for r in result.recipients] == [("user@example.com", expected)]
+    assert result.accepted == ["user@example.com"]
     sent = harness.last()
     assert sent.to == ["user@example.com"]
     assert sent.subject == "Welcome to Mile Quest"
@@ -282,18 +303,31 @@ def test_bulk_reports_each_message_in_input_order(harness: Harness) -> None:
     assert all(r.message_id for r in result.results if r.ok)
     delivered = sorted(a for d in harness.delivered() for a in d.to)
     assert delivered == sorted(f"user{i}@example.com" for i in range(120))
-    calls = harness.bulk_calls()
-    if calls is not None:  # providers that group messages: 120 same-content messages = 3 calls
-        assert calls == 3
 
 
 @providers(PROVIDERS)
+def test_bulk_fills_each_provider_call_to_its_documented_maximum(harness: Harness) -> None:
+    # Two full calls and one more message tell a chunk size of 50 from 49 or 51.
+    size = harness.service.bulk_batch_size
+    expected = {"mock": 50, "ses": 50, "smtp": 50, "resend": 100, "sendgrid": 1000}
+    assert size == expected[harness.name]
+    messages = [
+        {"to": f"u{i}@example.com", "subject": "Weekly news", "text": "Walk on!"}
+        for i in range(2 * size + 1)
+    ]
+    result = harness.service.send_bulk_emails(messages)
+    assert result.succeeded == 2 * size + 1
+    assert sorted(harness.bulk_sizes()) == [1, size, size]
+
+
+@providers(["mock", "ses"])
 def test_bulk_groups_only_messages_one_call_can_carry(harness: Harness) -> None:
     same = {"subject": "News", "text": "Walk on!"}
     result = harness.service.send_bulk_emails(
         [
             {**same, "to": "a@example.com", "tags": {"campaign": "spring"}},
             {**same, "to": "b@example.com", "tags": {"campaign": "autumn"}},
+            {**same, "to": "e@example.com", "tags": {"campaign": "spring"}},
             {"to": "c@example.com", "subject": "s", "text": "literal {{braces}}"},
             {
                 **same,
@@ -302,10 +336,9 @@ def test_bulk_groups_only_messages_one_call_can_carry(harness: Harness) -> None:
             },
         ]
     )
-    assert result.succeeded == 4
-    calls = harness.bulk_calls()
-    if calls is not None:  # one call per tag set; braces and attachments go alone
-        assert calls == 2
+    assert result.succeeded == 5
+    # SES shares a call per tag set; braces (SES would render them) and attachments go alone.
+    assert sorted(harness.bulk_sizes()) == [1, 1, 1, 2]
 
 
 @providers(PROVIDERS)
@@ -359,7 +392,7 @@ def test_suppression_list_round_trip(harness: Harness) -> None:
         {"to": ["gone@example.com", "ok@example.com"], "subject": "s", "text": "t"}
     )
     assert {r.address: r.status for r in mixed.recipients} == {
-        "ok@example.com": RecipientStatus.SENT,
+        "ok@example.com": harness.service.recipient_status,
         "gone@example.com": RecipientStatus.SUPPRESSED,
     }
     assert harness.last().recipients == ["ok@example.com"]
@@ -405,31 +438,70 @@ def test_unverified_sender_is_refused(harness: Harness) -> None:
     assert harness.delivered() == []
 
 
-@providers(PROVIDERS)
-def test_verified_identities_include_the_default_sender(harness: Harness) -> None:
-    assert "milequest.example" in harness.service.get_verified_domains()
-    assert isinstance(harness.service.get_verified_emails(), list)
+def _verified_sender(harness: Harness, address: str) -> list[str]:
+    """Register ``address`` as a verified sender where the provider has such identities;
+    what ``get_verified_emails`` must then answer."""
+    if harness.name == "mock":
+        harness.service.add_verified_email(address)  # type: ignore[attr-defined]
+        return sorted([SENDER, address])
+    if harness.name == "ses":
+        harness.server.state.verify(address)  # type: ignore[attr-defined]
+        return [address]
+    if harness.name == "sendgrid":
+        senders = harness.server.state.senders  # type: ignore[attr-defined]
+        senders.append({"id": 1, "from_email": address, "verified": True})
+        senders.append({"id": 2, "from_email": "pending@trails.example", "verified": False})
+        return [address]
+    if harness.name == "resend":
+        return []  # Resend verifies domains only
+    return [SENDER]  # SMTP: the configured sender
 
 
 @providers(PROVIDERS)
-def test_verify_domain_gives_dkim_records_or_says_unsupported(harness: Harness) -> None:
+def test_verified_identities_are_what_the_provider_verified(harness: Harness) -> None:
+    expected = _verified_sender(harness, "walker@trails.example")
+    assert harness.service.get_verified_emails() == expected
+    assert harness.service.get_verified_domains() == ["milequest.example"]
+
+
+@providers(WITH_IDENTITIES)
+def test_verify_domain_gives_dkim_and_return_path_records(harness: Harness) -> None:
     service = harness.service
-    if not service.supports_domain_verification:
-        with pytest.raises(EmailError) as info:
-            service.verify_domain("walkers.example")
-        assert info.value.code is EmailErrorCode.NOT_SUPPORTED
-        return
     first = service.verify_domain("Walkers.Example")
     assert first.domain == "walkers.example"
     assert first.status is VerificationStatus.PENDING
-    assert len(first.records) == 3
+    purposes = {r.purpose for r in first.records}
+    assert {"dkim", "return_path"} <= purposes
     for record in first.records:
-        token = record.name.split(".", 1)[0]
-        assert record.type == "CNAME"
-        assert record.name == f"{token}._domainkey.walkers.example"
-        assert record.value == f"{token}.dkim.amazonses.com"
+        assert record.name.endswith(".walkers.example")
+        assert record.type in ("CNAME", "TXT", "MX")
+        assert record.value
     again = service.verify_domain("walkers.example")  # idempotent
     assert again.records == first.records
+    assert "walkers.example" not in service.get_verified_domains()
+
+
+@providers(["smtp"])
+def test_verify_domain_is_not_supported_without_an_identity_api(harness: Harness) -> None:
+    with pytest.raises(EmailError) as info:
+        harness.service.verify_domain("walkers.example")
+    assert info.value.code is EmailErrorCode.NOT_SUPPORTED
+
+
+@providers(WITH_IDENTITIES)
+def test_an_unverified_sending_domain_is_unhealthy(harness: Harness) -> None:
+    if harness.name == "mock":  # the mock counts its sender as verified until told otherwise
+        unverified = create_email_service("mock", default_from_email="noreply@unverified.example")
+        unverified.verified_domains.clear()  # type: ignore[attr-defined]
+        unverified.verified_emails.clear()  # type: ignore[attr-defined]
+    else:
+        unverified = create_email_service(
+            harness.name, default_from_email="noreply@unverified.example"
+        )
+    health = unverified.health_check()
+    assert health.status is HealthState.UNHEALTHY
+    assert health.details["sender_verified"] is False
+    assert "unverified.example" in health.details["error"]
 
 
 # -- cross-cutting ---------------------------------------------------------------------------
@@ -439,6 +511,7 @@ def test_verify_domain_gives_dkim_records_or_says_unsupported(harness: Harness) 
 def test_health_and_metrics(harness: Harness) -> None:
     health = harness.service.health_check()
     assert health.healthy, health.details
+    assert health.details["sender_verified"] is True
     assert (health.service, health.provider) == ("email", harness.name)
     harness.service.send_email({"to": "a@example.com", "subject": "s", "text": "t"})
     with pytest.raises(EmailError):

@@ -53,7 +53,7 @@ def test_provider_is_read_at_each_call(monkeypatch: pytest.MonkeyPatch) -> None:
     assert create_email_service("mock").provider_name == "mock"
 
 
-@pytest.mark.parametrize("name", ["sendgrid", "postmark", "resend"])
+@pytest.mark.parametrize("name", ["postmark"])
 def test_reserved_providers_fail_clearly(name: str) -> None:
     with pytest.raises(EmailError) as info:
         create_email_service(name)
@@ -66,7 +66,7 @@ def test_unknown_provider_lists_valid_names(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(EmailError) as info:
         create_email_service()
     assert info.value.code is EmailErrorCode.CONFIGURATION
-    assert "ses, smtp, mock" in info.value.message
+    assert "ses, smtp, mock, resend, sendgrid" in info.value.message
 
 
 @pytest.mark.parametrize(
@@ -77,6 +77,11 @@ def test_unknown_provider_lists_valid_names(monkeypatch: pytest.MonkeyPatch) -> 
         ("SMTP_PORT", "seventy"),
         ("SES_RETRY_MODE", "legacy"),
         ("SES_MAX_ATTEMPTS", "0"),
+        ("EMAIL_CALL_TIMEOUT", "0"),
+        ("EMAIL_CALL_TIMEOUT", "600"),
+        ("EMAIL_API_MAX_ATTEMPTS", "0"),
+        ("RESEND_BATCH_VALIDATION", "lenient"),
+        ("SES_MAIL_FROM_SUBDOMAIN", "Bad Name"),
     ],
 )
 def test_invalid_settings_name_the_variable(
@@ -97,6 +102,24 @@ def test_bad_default_sender_and_unknown_override(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(EmailError) as info:
         create_email_service("mock", default_from_email="ok@example.com", colour="red")
     assert info.value.code is EmailErrorCode.CONFIGURATION
+
+
+@pytest.mark.parametrize(
+    ("provider", "variable"), [("resend", "RESEND_API_KEY"), ("sendgrid", "SENDGRID_API_KEY")]
+)
+def test_api_providers_need_their_key(provider: str, variable: str) -> None:
+    with pytest.raises(EmailError) as info:
+        create_email_service(provider)
+    assert info.value.code is EmailErrorCode.CONFIGURATION
+    assert variable in info.value.message
+
+
+@pytest.mark.parametrize("value", ["weekly summary", "a:b:c", ":news", "x:*"])
+def test_bulk_templates_setting_is_checked(value: str) -> None:
+    with pytest.raises(EmailError) as info:
+        create_email_service("mock", email_bulk_templates=value)
+    assert info.value.code is EmailErrorCode.CONFIGURATION
+    assert "EMAIL_BULK_TEMPLATES" in info.value.message
 
 
 def test_instance_argument_of_another_provider_is_a_configuration_error() -> None:
@@ -126,7 +149,7 @@ def test_registry_override(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unhealthy_creation_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EMAIL_PROVIDER", "sendgrid")
+    monkeypatch.setenv("EMAIL_PROVIDER", "postmark")
     report = check_services_health(["email"])
     assert report.status is HealthState.UNHEALTHY
     assert "not yet available" in report.services["email"].details["error"]

@@ -22,6 +22,7 @@ from milequest.services.email.ses import SesEmailService, create_sesv2_client
 from milequest.services.email.settings import EmailSettings
 from milequest.services.email.templates import load_template_sources
 from milequest.services.health import HealthState
+from milequest.services.metrics import InMemorySink
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 
@@ -105,9 +106,6 @@ def test_moto_identities(moto_ses: Any) -> None:
     service.client.create_email_identity(EmailIdentity="Walker@Example.net")
     assert service.get_verified_domains() == ["milequest.example"]
     assert service.get_verified_emails() == ["walker@example.net"]
-    verification = service.verify_domain("trails.example")
-    assert verification.domain == "trails.example"
-    assert "trails.example" in service.get_verified_domains()
 
 
 # -- the local SES v2 endpoint ----------------------------------------------------------------
@@ -276,27 +274,143 @@ def test_template_only_on_ses_is_sent_by_name(ses_server: SesServer) -> None:
     assert ses_server.state.sent[-1]["Content"]["Template"]["TemplateName"] == "promo"
 
 
-def test_suppression_snapshot_is_paged_and_cached(ses_server: SesServer) -> None:
+def test_the_account_list_follows_the_shared_list(ses_server: SesServer) -> None:
+    service = create_email_service("ses")
+    service.suppress_email("Gone@Example.com", "BOUNCE")
+    service.suppress_email("angry@example.com", "COMPLAINT")
+    service.suppress_email("quiet@example.com", "UNSUBSCRIBE", "weekly-summary")
+    # Bounces and complaints also go to SES's account list; SES has no unsubscribe reason.
+    assert {a: r for a, (r, _) in ses_server.state.suppressed.items()} == {
+        "gone@example.com": "BOUNCE",
+        "angry@example.com": "COMPLAINT",
+    }
+    assert service.remove_suppressed_email("gone@example.com") is True
+    assert "gone@example.com" not in ses_server.state.suppressed
+    # Sends check the shared list only: no listing of the account list per send.
+    with pytest.raises(EmailError) as info:
+        service.send_email({"to": "angry@example.com", "subject": "s", "text": "t"})
+    assert info.value.code is EmailErrorCode.SUPPRESSED
+    assert ses_server.state.count("GET", "/v2/email/suppression/addresses") == 0
+
+
+def test_import_copies_the_account_list_in_every_page(ses_server: SesServer) -> None:
     for i in range(2500):
         ses_server.state.suppressed[f"gone{i}@example.com"] = ("BOUNCE", 1.7e9)
+    ses_server.state.suppressed["angry@example.com"] = ("COMPLAINT", 1.7e9)
     service = create_email_service("ses")
-    assert len(service.get_suppressed_emails()) == 2500
-    listed = ses_server.state.count("GET", "/v2/email/suppression/addresses")
-    assert listed == 3
+    assert service.import_provider_suppressions() == 2501
+    assert ses_server.state.count("GET", "/v2/email/suppression/addresses") == 3
+    listed = {e.address: (e.reason.value, e.source) for e in service.get_suppressed_emails()}
+    assert len(listed) == 2501
+    assert listed["angry@example.com"] == ("COMPLAINT", "ses")
+    assert listed["gone2499@example.com"] == ("BOUNCE", "ses")
     result = service.send_email(
         {"to": ["gone2499@example.com", "fine@example.com"], "subject": "s", "text": "t"}
     )
     assert result.suppressed == ["gone2499@example.com"]
-    service.send_email({"to": "fine@example.com", "subject": "s", "text": "t"})
-    # the pre-send snapshot was read once (3 pages) and then reused
-    assert ses_server.state.count("GET", "/v2/email/suppression/addresses") == listed + 3
 
 
-def test_suppression_check_can_be_disabled(ses_server: SesServer) -> None:
-    ses_server.state.suppressed["gone@example.com"] = ("BOUNCE", 1.7e9)
-    service = create_email_service("ses", ses_suppression_cache_seconds=0)
-    assert service.send_email({"to": "gone@example.com", "subject": "s", "text": "t"}).accepted
-    assert ses_server.state.count("GET", "/v2/email/suppression/addresses") == 0
+def test_sandbox_keeps_no_account_list(ses_server: SesServer) -> None:
+    service = create_email_service("ses", ses_sandbox=True)
+    service.suppress_email("gone@example.com")
+    assert ses_server.state.suppressed == {}  # the sandbox has no suppression-list API
+    assert [e.address for e in service.get_suppressed_emails()] == ["gone@example.com"]
+    with pytest.raises(EmailError) as info:
+        service.import_provider_suppressions()
+    assert info.value.code is EmailErrorCode.NOT_SUPPORTED
+
+
+def test_a_failed_account_list_write_keeps_the_shared_entry(
+    stubbed: tuple[SesEmailService, Stubber],
+) -> None:
+    service, stubber = stubbed
+    sink = InMemorySink()
+    service._metrics = sink
+    stubber.add_client_error("put_suppressed_destination", "InternalFailure", "oops", 500)
+    service.suppress_email("gone@example.com", "COMPLAINT")
+    [entry] = service.get_suppressed_emails()
+    assert (entry.address, entry.reason.value) == ("gone@example.com", "COMPLAINT")
+    assert sink.total("SuppressionSyncFailures") == 1
+
+
+# -- issue 15: a line break rendered into the subject by SES ---------------------------------
+
+
+def test_crlf_in_data_of_a_packaged_template_is_refused_before_ses(ses_server: SesServer) -> None:
+    _deploy(ses_server)
+    service = create_email_service("ses")  # SES_TEMPLATE_MODE=ses: SES would render it
+    with pytest.raises(EmailError) as info:
+        service.send_templated_email(
+            "welcome", "user@example.com", {"name": "Bob\r\nBcc: victim@example.com"}
+        )
+    assert info.value.code is EmailErrorCode.INVALID_MESSAGE
+    assert "subject" in info.value.message
+    assert ses_server.state.count(*OUTBOUND) == 0
+    with pytest.raises(EmailError):
+        service.send_bulk_emails(
+            [{"to": "a@example.com", "template": "welcome", "template_data": {"name": "x\ny"}}]
+        )
+    assert ses_server.state.count(*BULK) == 0
+
+
+def test_a_template_deployed_only_to_ses_is_fetched_once_and_checked(
+    ses_server: SesServer,
+) -> None:
+    ses_server.state.templates["promo"] = {"Subject": "Promo {{{code}}}", "Text": "{{code}}"}
+    service = create_email_service("ses")
+    with pytest.raises(EmailError) as info:
+        service.send_templated_email("promo", "a@example.com", {"code": "X\nBcc: v@example.com"})
+    assert info.value.code is EmailErrorCode.INVALID_MESSAGE
+    with pytest.raises(EmailError) as info:
+        service.send_templated_email("promo", "a@example.com", {})
+    assert info.value.code is EmailErrorCode.TEMPLATE_RENDER_FAILED
+    service.send_templated_email("promo", "a@example.com", {"code": "X1"})
+    assert ses_server.state.count(*OUTBOUND) == 1
+    assert ses_server.state.count("GET", "/v2/email/templates/promo") == 1
+    with pytest.raises(EmailError) as info:
+        service.send_templated_email("gone", "a@example.com", {})
+    assert info.value.code is EmailErrorCode.TEMPLATE_NOT_FOUND
+
+
+# -- the call deadline -------------------------------------------------------------------------
+
+
+def test_a_call_ends_by_its_deadline(ses_server: SesServer) -> None:
+    ses_server.state.delay = 3.0  # SES never answers in time
+    service = create_email_service("ses", email_call_timeout=1.0, ses_max_send_rate=100.0)
+    started = time.monotonic()
+    with pytest.raises(EmailError) as info:
+        service.send_email({"to": "a@example.com", "subject": "s", "text": "t"})
+    elapsed = time.monotonic() - started
+    assert info.value.code is EmailErrorCode.PROVIDER_UNAVAILABLE
+    assert info.value.retryable
+    assert "EMAIL_CALL_TIMEOUT" in info.value.message
+    # One attempt (0.5 s read timeout); a second could not have ended within the second.
+    assert ses_server.state.count(*OUTBOUND) == 1
+    assert elapsed < ses_server.state.delay
+
+
+def test_throttling_is_retried_only_while_the_deadline_allows(ses_server: SesServer) -> None:
+    ses_server.state.throttle_sends = -1
+    ses_server.state.delay = 0.2  # each 429 takes a while: the deadline, not 20 attempts, ends it
+    service = create_email_service(
+        "ses", ses_max_attempts=20, email_call_timeout=2.0, ses_max_send_rate=100.0
+    )
+    with pytest.raises(EmailError) as info:
+        service.send_email({"to": "a@example.com", "subject": "s", "text": "t"})
+    assert info.value.code is EmailErrorCode.RATE_LIMITED
+    assert info.value.retryable
+    assert "EMAIL_CALL_TIMEOUT" in info.value.message
+    assert 1 < ses_server.state.count(*OUTBOUND) < 20
+
+
+def test_attempt_timeouts_fit_the_deadline() -> None:
+    from milequest.services.email.ses import attempt_timeouts
+
+    assert attempt_timeouts(15.0) == (3.0, 7.5)
+    assert attempt_timeouts(60.0) == (3.0, 10.0)
+    connect, read = attempt_timeouts(1.0)
+    assert connect + read < 1.0
 
 
 def test_health_reflects_the_account(ses_server: SesServer) -> None:
@@ -338,7 +452,6 @@ def stubbed() -> Iterator[tuple[SesEmailService, Stubber]]:
 
 def test_stubbed_bulk_request_shape(stubbed: tuple[SesEmailService, Stubber]) -> None:
     service, stubber = stubbed
-    stubber.add_response("list_suppressed_destinations", {"SuppressedDestinationSummaries": []})
     stubber.add_response(
         "send_bulk_email",
         {
@@ -393,7 +506,6 @@ def test_stubbed_bulk_resend_failing_keeps_the_entries_already_sent(
     stubbed: tuple[SesEmailService, Stubber],
 ) -> None:
     service, stubber = stubbed
-    stubber.add_response("list_suppressed_destinations", {"SuppressedDestinationSummaries": []})
     stubber.add_response(
         "send_bulk_email",
         {
@@ -441,7 +553,6 @@ def test_stubbed_errors_are_mapped(
     expected: EmailErrorCode,
 ) -> None:
     service, stubber = stubbed
-    stubber.add_response("list_suppressed_destinations", {"SuppressedDestinationSummaries": []})
     status = 500 if error_code == "InternalFailure" else 400
     stubber.add_client_error("send_email", error_code, message, http_status_code=status)
     with pytest.raises(EmailError) as info:
@@ -460,15 +571,43 @@ def test_stubbed_verify_domain_existing_identity(stubbed: tuple[SesEmailService,
             "VerifiedForSendingStatus": True,
             "VerificationStatus": "SUCCESS",
             "DkimAttributes": {"Status": "SUCCESS", "Tokens": ["tok1", "tok2", "tok3"]},
+            "MailFromAttributes": {
+                "MailFromDomain": "bounce.walkers.example",
+                "MailFromDomainStatus": "SUCCESS",
+                "BehaviorOnMxFailure": "USE_DEFAULT_VALUE",
+            },
         },
         expected_params={"EmailIdentity": "walkers.example"},
     )
     verification = service.verify_domain("walkers.example")
     assert verification.verified
-    assert next((r.name, r.value) for r in verification.records) == (
-        "tok1._domainkey.walkers.example",
-        "tok1.dkim.amazonses.com",
-    )
+    assert [(r.type, r.name, r.value, r.purpose, r.priority) for r in verification.records] == [
+        ("CNAME", "tok1._domainkey.walkers.example", "tok1.dkim.amazonses.com", "dkim", None),
+        ("CNAME", "tok2._domainkey.walkers.example", "tok2.dkim.amazonses.com", "dkim", None),
+        ("CNAME", "tok3._domainkey.walkers.example", "tok3.dkim.amazonses.com", "dkim", None),
+        (
+            "MX",
+            "bounce.walkers.example",
+            "feedback-smtp.us-east-1.amazonses.com",
+            "return_path",
+            10,
+        ),
+        ("TXT", "bounce.walkers.example", "v=spf1 include:amazonses.com ~all", "spf", None),
+    ]
+
+
+def test_verify_domain_sets_up_the_custom_mail_from_once(ses_server: SesServer) -> None:
+    service = create_email_service("ses", ses_mail_from_subdomain="bounces")
+    first = service.verify_domain("walkers.example")
+    assert ses_server.state.identities["walkers.example"]["mail_from"] == "bounces.walkers.example"
+    mail_from = [(r.type, r.name) for r in first.records if r.purpose != "dkim"]
+    assert mail_from == [("MX", "bounces.walkers.example"), ("TXT", "bounces.walkers.example")]
+    again = service.verify_domain("walkers.example")
+    assert again.records == first.records
+    mail_from_puts = [
+        p for m, p in ses_server.state.requests if m == "PUT" and p.endswith("/mail-from")
+    ]
+    assert len(mail_from_puts) == 1
 
 
 def test_local_template_mode_sends_rendered_content(moto_ses: Any) -> None:

@@ -106,7 +106,12 @@ def test_unknown_helpers_and_partials_are_render_failures(subject: str, why: str
 
 @pytest.mark.parametrize("name", sorted(SAMPLE_DATA))
 def test_mock_renders_exactly_like_the_renderer(name: str) -> None:
-    service = create_email_service("mock")
+    # weekly-summary is bulk mail: it needs its one-click unsubscribe link configured.
+    service = create_email_service(
+        "mock",
+        email_unsubscribe_url="https://api.milequest.example/email/unsubscribe",
+        email_unsubscribe_secret="s3cret",
+    )
     service.send_templated_email(name, "a@example.com", SAMPLE_DATA[name])
     sent = service.last  # type: ignore[attr-defined]
     expected = render_template(name, SAMPLE_DATA[name])

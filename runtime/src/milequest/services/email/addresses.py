@@ -33,7 +33,17 @@ class AddressError(ValueError):
 
 
 def has_line_break(value: str) -> bool:
+    """Whether ``value`` holds CR, LF or NUL (any of them would break a header)."""
     return "\r" in value or "\n" in value or "\x00" in value
+
+
+def is_unicode(value: str) -> bool:
+    """Whether ``value`` is valid Unicode text (no lone surrogates): what UTF-8 can encode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def normalize_address(value: object) -> str:
@@ -49,6 +59,8 @@ def normalize_address(value: object) -> str:
         raise AddressError("empty email address")
     if has_line_break(text):
         raise AddressError(f"line break in address {value!r}")
+    if not is_unicode(text):
+        raise AddressError(f"address {value!r} is not valid Unicode")
     if "<" in text or ">" in text:
         parsed = getaddresses([text])
         if len(parsed) != 1 or not parsed[0][1] or not text.endswith(">"):
@@ -85,7 +97,7 @@ def normalize_domain(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise AddressError("expected a domain name")
     text = value.strip().rstrip(".").lower()
-    if has_line_break(text) or "@" in text:
+    if has_line_break(text) or "@" in text or not is_unicode(text):
         raise AddressError(f"not a domain name: {value!r}")
     try:
         ascii_name = text.encode("idna").decode("ascii")
@@ -107,4 +119,6 @@ def check_header(name: object, value: object) -> tuple[str, str]:
         raise ValueError(f"header {name!r} must be a string")
     if has_line_break(value):
         raise ValueError(f"line break in header {name!r}")
+    if not is_unicode(value):
+        raise ValueError(f"header {name!r} is not valid Unicode")
     return name, value

@@ -16,12 +16,17 @@ _PROVIDERS: dict[str, str] = {
     "ses": "milequest.services.email.ses:SesEmailService",
     "smtp": "milequest.services.email.smtp:SmtpEmailService",
     "mock": "milequest.services.email.mock:MockEmailService",
+    "resend": "milequest.services.email.resend:ResendEmailService",
+    "sendgrid": "milequest.services.email.sendgrid:SendGridEmailService",
 }
 # Arguments that configure the instance rather than the settings, per provider.
+_COMMON_ARGS = frozenset({"metrics", "suppression"})
 _INSTANCE_ARGS: dict[str, frozenset[str]] = {
-    "ses": frozenset({"metrics", "client"}),
-    "smtp": frozenset({"metrics"}),
-    "mock": frozenset({"metrics", "seed"}),
+    "ses": _COMMON_ARGS | {"client"},
+    "smtp": _COMMON_ARGS,
+    "mock": _COMMON_ARGS | {"seed"},
+    "resend": _COMMON_ARGS,
+    "sendgrid": _COMMON_ARGS,
 }
 
 
@@ -29,9 +34,10 @@ def create_email_service(provider: str | None = None, **overrides: Any) -> Email
     """A new email service for ``provider`` (default: ``EMAIL_PROVIDER``, else ``ses``).
 
     Settings are read from the environment now; keyword ``overrides`` (setting names such
-    as ``default_from_email`` or ``smtp_host``) take precedence. ``metrics`` (a sink) and,
-    for SES, ``client`` (a ``sesv2`` client) configure the instance itself. Invalid settings
-    raise :class:`EmailError` ``CONFIGURATION`` naming the variable.
+    as ``default_from_email`` or ``smtp_host``) take precedence. ``metrics`` (a sink),
+    ``suppression`` (a :class:`~.suppression.SuppressionStore` to share) and, for SES,
+    ``client`` (a ``sesv2`` client) configure the instance itself. Invalid settings raise
+    :class:`EmailError` ``CONFIGURATION`` naming the variable.
     """
     from milequest.services.config import load_settings
 

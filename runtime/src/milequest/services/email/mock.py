@@ -17,10 +17,9 @@ from .results import (
     BulkItemResult,
     DomainVerification,
     VerificationStatus,
-    dkim_records,
+    ses_domain_records,
 )
 from .service import Delivery, EmailService, Outgoing, bulk_group_key
-from .suppression import LocalSuppression, LocalSuppressionList
 
 if TYPE_CHECKING:
     from milequest.services.health import HealthState
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
 
     from .models import EmailMessage
     from .settings import EmailSettings
+    from .suppression import SuppressionStore
 
 _RETRYABLE = frozenset({"RATE_LIMITED", "PROVIDER_UNAVAILABLE"})
 
@@ -57,12 +57,13 @@ class SentEmail:
         return [*self.to, *self.cc, *self.bcc]
 
 
-class MockEmailService(LocalSuppression, EmailService):
+class MockEmailService(EmailService):
     """Keeps sent mail in :attr:`outbox` (newest last) and behaves like SES otherwise.
 
     ``DEFAULT_FROM_EMAIL`` and its domain count as verified; senders outside the verified
     identities fail with ``NOT_VERIFIED``, as SES does. Inject failures with
-    :meth:`fail_next` or a ``fail_rate``; add ``latency_ms`` to every send.
+    :meth:`fail_next` or a ``fail_rate``; add ``latency_ms`` to every send (a latency past
+    ``EMAIL_CALL_TIMEOUT`` fails as a provider that does not answer in time).
     """
 
     provider_name: ClassVar[str] = "mock"
@@ -72,17 +73,18 @@ class MockEmailService(LocalSuppression, EmailService):
         settings: EmailSettings,
         *,
         metrics: MetricsSink | None = None,
+        suppression: SuppressionStore | None = None,
         seed: int | None = None,
     ) -> None:
-        super().__init__(settings, metrics=metrics)
+        super().__init__(settings, metrics=metrics, suppression=suppression)
         self.outbox: list[SentEmail] = []
-        self.suppression = LocalSuppressionList()
         self.verified_emails: set[str] = {address_key(self.default_from)}
         self.verified_domains: set[str] = {domain_of(self.default_from)}
         self.pending_domains: set[str] = set()
         self.latency_ms = settings.email_mock_latency_ms
         self.fail_rate = settings.email_mock_fail_rate
-        self.bulk_calls = 0
+        self.bulk_sizes: list[int] = []
+        """Messages per provider call of bulk sends, as SES would group them."""
         self._fail_next: list[tuple[str, int]] = []
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -90,10 +92,15 @@ class MockEmailService(LocalSuppression, EmailService):
     # -- test controls -------------------------------------------------------------------------
 
     def clear(self) -> None:
-        """Empty the outbox (and the bulk call counter)."""
+        """Empty the outbox (and the bulk call log)."""
         with self._lock:
             self.outbox.clear()
-            self.bulk_calls = 0
+            self.bulk_sizes.clear()
+
+    @property
+    def bulk_calls(self) -> int:
+        """Provider calls made by bulk sends."""
+        return len(self.bulk_sizes)
 
     def fail_next(self, count: int = 1, code: str = "PROVIDER_UNAVAILABLE") -> None:
         """Make the next ``count`` sends fail with ``code`` (an ``EmailErrorCode`` name)."""
@@ -135,7 +142,14 @@ class MockEmailService(LocalSuppression, EmailService):
 
     def _inject(self) -> None:
         if self.latency_ms:
-            time.sleep(self.latency_ms / 1000)
+            timeout = self.settings.email_call_timeout
+            time.sleep(min(self.latency_ms / 1000, timeout))
+            if self.latency_ms / 1000 > timeout:
+                raise self._error(
+                    "PROVIDER_UNAVAILABLE",
+                    f"no answer within the {timeout:g} s call deadline (EMAIL_CALL_TIMEOUT)",
+                    retryable=True,
+                )
         with self._lock:
             if self._fail_next:
                 code, left = self._fail_next[0]
@@ -177,9 +191,8 @@ class MockEmailService(LocalSuppression, EmailService):
         return bulk_group_key(message, by_template=message.template is not None)
 
     def _send_batch(self, batch: list[Outgoing]) -> list[BulkItemResult]:
-        if len(batch) > 1 or self._batch_key(batch[0].message) is not None:
-            with self._lock:
-                self.bulk_calls += 1
+        with self._lock:
+            self.bulk_sizes.append(len(batch))
         return super()._send_batch(batch)
 
     # -- identities ------------------------------------------------------------------------------
@@ -191,7 +204,10 @@ class MockEmailService(LocalSuppression, EmailService):
         else:
             self.pending_domains.add(domain)
             status = VerificationStatus.PENDING
-        return DomainVerification(domain, status, dkim_records(domain, tokens))
+        mail_from = f"{self.settings.ses_mail_from_subdomain}.{domain}"
+        return DomainVerification(
+            domain, status, ses_domain_records(domain, tokens, mail_from, "us-east-1")
+        )
 
     def _verified_domains(self) -> list[str]:
         return sorted(self.verified_domains)
@@ -199,7 +215,7 @@ class MockEmailService(LocalSuppression, EmailService):
     def _verified_emails(self) -> list[str]:
         return sorted(self.verified_emails)
 
-    def _probe(self) -> tuple[HealthState, dict[str, Any]]:
+    def _probe_provider(self) -> tuple[HealthState, dict[str, Any]]:
         from milequest.services.health import HealthState
 
         return HealthState.HEALTHY, {"outbox": len(self.outbox)}

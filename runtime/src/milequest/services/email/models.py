@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import mimetypes
 import re
 from collections.abc import Mapping
@@ -20,12 +19,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .addresses import AddressError, check_header, has_line_break, normalize_address
-from .errors import EmailError, EmailErrorCode
+from milequest.services import jsonsafe
 
-MAX_RECIPIENTS = 50
-MAX_MESSAGE_BYTES = 40 * 1024 * 1024
-MAX_TEMPLATE_DATA_BYTES = 262_144  # SES EmailTemplateData
+from .addresses import AddressError, check_header, has_line_break, is_unicode, normalize_address
+from .errors import EmailError, EmailErrorCode
+from .limits import MAX_MESSAGE_BYTES, MAX_RECIPIENTS, MAX_TEMPLATE_DATA_BYTES
+from .suppression import valid_category
+
 _TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _ADDRESS_FIELDS = frozenset({"to", "cc", "bcc", "from_email", "reply_to"})
 
@@ -76,7 +76,9 @@ class EmailMessage(BaseModel):
     """One email: recipients, sender, subject and bodies — or a template and its data.
 
     ``to`` takes one address or a list; ``from`` (or ``from_email``) defaults to
-    ``DEFAULT_FROM_EMAIL``. Addresses may be ``addr`` or ``Name <addr>``.
+    ``DEFAULT_FROM_EMAIL``. Addresses may be ``addr`` or ``Name <addr>``. ``category`` makes
+    the message bulk mail of that category (one recipient, a one-click unsubscribe link);
+    templates listed in ``EMAIL_BULK_TEMPLATES`` get theirs automatically.
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=False)
@@ -95,6 +97,19 @@ class EmailMessage(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
     configuration_set: str | None = None
+    category: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode(cls, value: object) -> object:
+        # Lone surrogates cannot be encoded by any provider's client: refuse them here.
+        if isinstance(value, Mapping):
+            for name, item in value.items():
+                if name != "template_data" and not _plain_unicode(item):
+                    raise PydanticCustomError(
+                        "INVALID_MESSAGE", "{name} is not valid Unicode text", {"name": name}
+                    )
+        return value
 
     @field_validator("to", "cc", "bcc", "reply_to", mode="before")
     @classmethod
@@ -153,14 +168,25 @@ class EmailMessage(BaseModel):
             raise PydanticCustomError("INVALID_MESSAGE", "names must be non-empty, one line")
         return value
 
-    @field_validator("template_data")
+    @field_validator("category")
     @classmethod
-    def _data(cls, value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            size = len(json.dumps(value, ensure_ascii=False).encode())
-        except (TypeError, ValueError) as exc:
+    def _category(cls, value: str | None) -> str | None:
+        if value is not None and not valid_category(value):
             raise PydanticCustomError(
-                "INVALID_MESSAGE", "template data must be JSON-serializable: {e}", {"e": str(exc)}
+                "INVALID_MESSAGE", "category: letters, digits and _.- (at most 64)"
+            )
+        return value
+
+    @field_validator("template_data", mode="before")
+    @classmethod
+    def _data(cls, value: object) -> object:
+        if not isinstance(value, Mapping):
+            return value  # pydantic reports the wrong type
+        try:
+            size = len(jsonsafe.dumps(value).encode())
+        except ValueError as exc:  # JsonSafetyError, or an integer past the digit limit
+            raise PydanticCustomError(
+                "INVALID_MESSAGE", "template data must be plain JSON data: {e}", {"e": str(exc)}
             ) from None
         if size > MAX_TEMPLATE_DATA_BYTES:
             raise PydanticCustomError(
@@ -206,8 +232,19 @@ class EmailMessage(BaseModel):
         head += sum(len(k) + len(v.encode()) + 4 for k, v in self.headers.items())
         bodies = sum(_b64_len(len(p.encode())) for p in (self.html, self.text) if p)
         files = sum(_b64_len(len(a.content)) + 300 for a in self.attachments)
-        data = len(json.dumps(self.template_data).encode()) if self.template_data else 0
+        data = len(jsonsafe.dumps(self.template_data).encode()) if self.template_data else 0
         return head + bodies + files + data
+
+
+def _plain_unicode(value: object) -> bool:
+    """Whether the strings of a top-level field value (str, list or dict of str) are Unicode."""
+    if isinstance(value, str):
+        return is_unicode(value)
+    if isinstance(value, list | tuple):
+        return all(not isinstance(v, str) or is_unicode(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(not isinstance(v, str) or is_unicode(v) for pair in value.items() for v in pair)
+    return True
 
 
 def coerce_message(value: object) -> EmailMessage:

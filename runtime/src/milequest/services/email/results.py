@@ -33,11 +33,20 @@ class _Result:
 
 
 class RecipientStatus(StrEnum):
-    """What happened to one recipient of a sent message."""
+    """What happened to one recipient of a sent message.
+
+    ``SENT``: the provider took the message for this recipient. ``ACCEPTED``: the provider
+    took the request but reports nothing per recipient (SendGrid answers 202); the outcome
+    arrives later as events. Both count as accepted.
+    """
 
     SENT = "sent"
+    ACCEPTED = "accepted"
     SUPPRESSED = "suppressed"
     REJECTED = "rejected"
+
+
+_ACCEPTED = frozenset({RecipientStatus.SENT, RecipientStatus.ACCEPTED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +68,8 @@ class SendResult(_Result):
 
     @property
     def accepted(self) -> list[str]:
-        """Recipients the provider accepted."""
-        return [r.address for r in self.recipients if r.status is RecipientStatus.SENT]
+        """Recipients the provider accepted (``SENT`` or ``ACCEPTED``)."""
+        return [r.address for r in self.recipients if r.status in _ACCEPTED]
 
     @property
     def suppressed(self) -> list[str]:
@@ -137,19 +146,30 @@ class EmailValidation(_Result):
 
 
 class SuppressionReason(StrEnum):
-    """Why an address is suppressed (SES's reasons)."""
+    """Why an address is suppressed.
+
+    ``BOUNCE`` and ``COMPLAINT`` stop every message; ``UNSUBSCRIBE`` stops bulk mail of one
+    category (or of every category), never transactional mail.
+    """
 
     BOUNCE = "BOUNCE"
     COMPLAINT = "COMPLAINT"
+    UNSUBSCRIBE = "UNSUBSCRIBE"
 
 
 @dataclass(frozen=True, slots=True)
 class SuppressedEmail(_Result):
-    """An entry of the suppression list."""
+    """An entry of the suppression list.
+
+    ``category`` is set for unsubscribes only: the bulk category, or ``"*"`` for all of them.
+    ``source`` says where the entry came from (a provider's events, a webhook, an import).
+    """
 
     address: str
     reason: SuppressionReason
     last_update: datetime
+    category: str | None = None
+    source: str | None = None
 
 
 class VerificationStatus(StrEnum):
@@ -164,11 +184,17 @@ class VerificationStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class DnsRecord(_Result):
-    """A DNS record a domain owner must publish."""
+    """A DNS record a domain owner must publish.
+
+    ``purpose`` is ``dkim``, ``spf``, ``return_path`` (the bounce domain, which makes SPF
+    align for DMARC) or ``verification``; ``priority`` is set for MX records.
+    """
 
     type: str
     name: str
     value: str
+    purpose: str = "dkim"
+    priority: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,8 +210,19 @@ class DomainVerification(_Result):
         return self.status is VerificationStatus.VERIFIED
 
 
-def dkim_records(domain: str, tokens: list[str] | tuple[str, ...]) -> tuple[DnsRecord, ...]:
-    """Easy DKIM: ``<token>._domainkey.<domain>`` CNAME ``<token>.dkim.amazonses.com``."""
-    return tuple(
-        DnsRecord("CNAME", f"{t}._domainkey.{domain}", f"{t}.dkim.amazonses.com") for t in tokens
-    )
+def ses_domain_records(
+    domain: str, tokens: list[str] | tuple[str, ...], mail_from: str | None, region: str
+) -> tuple[DnsRecord, ...]:
+    """SES's records: Easy DKIM (``<token>._domainkey.<domain>`` CNAME
+    ``<token>.dkim.amazonses.com``) and, for the custom MAIL FROM domain (the return path),
+    its MX to SES's feedback endpoint and its SPF include."""
+    records = [
+        DnsRecord("CNAME", f"{t}._domainkey.{domain}", f"{t}.dkim.amazonses.com", "dkim")
+        for t in tokens
+    ]
+    if mail_from:
+        records += [
+            DnsRecord("MX", mail_from, f"feedback-smtp.{region}.amazonses.com", "return_path", 10),
+            DnsRecord("TXT", mail_from, "v=spf1 include:amazonses.com ~all", "spf"),
+        ]
+    return tuple(records)

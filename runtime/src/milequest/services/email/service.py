@@ -1,25 +1,30 @@
 """The email service interface: validation, suppression, templates and bulk fan-out.
 
-Providers implement the private hooks (``_deliver``, ``_send_batch``, the suppression and
-identity calls); everything a caller sees goes through the public methods here, which
-validate first and then run inside :meth:`BaseService._run` (metrics, error mapping).
+Providers implement the private hooks (``_deliver``, ``_send_batch``, the identity calls);
+everything a caller sees goes through the public methods here, which validate first and then
+run inside :meth:`BaseService._run` (metrics, error mapping). The shared suppression list
+(:mod:`.suppression`) is checked here, in one place, before any provider sees a message.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from abc import abstractmethod
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from milequest.services.base import BaseService
 from milequest.services.errors import ServiceError
+from milequest.services.jsonsafe import shorten
 
 from .addresses import AddressError, address_key, bare_address, has_line_break, normalize_address
 from .errors import EmailError, EmailErrorCode
+from .limits import MAX_MESSAGE_BYTES
 from .results import (
     BulkItemResult,
     BulkSendResult,
@@ -33,13 +38,24 @@ from .results import (
     SuppressionReason,
     ValidationReason,
 )
+from .suppression import (
+    ALL_CATEGORIES,
+    BLOCK_SCOPE,
+    SuppressionStore,
+    create_suppression_store,
+    scope_of,
+    valid_category,
+)
 
 if TYPE_CHECKING:
+    from milequest.services.health import HealthState
     from milequest.services.metrics import MetricsSink
 
     from .models import EmailMessage
     from .settings import EmailSettings
     from .templates import RenderedEmail
+
+logger = logging.getLogger("milequest.services.email")
 
 # Pending messages waiting for their group to fill before partial groups are flushed: keeps
 # bulk memory flat whatever the input size.
@@ -68,7 +84,8 @@ def bulk_group_key(message: EmailMessage, *, by_template: bool) -> Hashable | No
     """The key of the messages one SES ``SendBulkEmail`` call can carry; None: send alone.
 
     A call shares sender, reply-to, configuration set, tags, headers and content: a template
-    name, or literal content (without ``{{``, which SES would render as a template).
+    name, or literal content (without ``{{``, which SES would render as a template). The
+    one-click unsubscribe headers differ per recipient and travel per entry.
     """
     if message.attachments:
         return None
@@ -84,13 +101,26 @@ def bulk_group_key(message: EmailMessage, *, by_template: bool) -> Hashable | No
         tuple(message.reply_to),
         message.configuration_set,
         tuple(sorted(message.tags.items())),
-        tuple(message.headers.items()),
+        tuple(shared_headers(message).items()),
         content,
     )
 
 
+UNSUBSCRIBE_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+
+
+def shared_headers(message: EmailMessage) -> dict[str, str]:
+    """The custom headers of ``message`` but the per-recipient unsubscribe headers."""
+    return {k: v for k, v in message.headers.items() if k.lower() not in UNSUBSCRIBE_HEADERS}
+
+
+def recipient_headers(message: EmailMessage) -> dict[str, str]:
+    """The per-recipient unsubscribe headers of ``message`` (empty for transactional mail)."""
+    return {k: v for k, v in message.headers.items() if k.lower() in UNSUBSCRIBE_HEADERS}
+
+
 class EmailService(BaseService):
-    """Transactional email, whatever the provider (``ses``, ``smtp``, ``mock``)."""
+    """Transactional email, whatever the provider (``ses``, ``smtp``, ``resend``, ...)."""
 
     service_name: ClassVar[str] = "email"
     error_type: ClassVar[type[ServiceError]] = EmailError
@@ -98,21 +128,38 @@ class EmailService(BaseService):
 
     bulk_batch_size: ClassVar[int] = 50
     """Messages per provider call in bulk sends (SES ``SendBulkEmail`` takes 50 entries)."""
+    max_message_bytes: ClassVar[int] = MAX_MESSAGE_BYTES
+    """The provider's limit on one encoded message, attachments included."""
+    recipient_status: ClassVar[RecipientStatus] = RecipientStatus.SENT
+    """What a send reports per recipient: ``ACCEPTED`` where the provider says nothing more."""
     renders_locally: bool = True
     """Whether templated messages are rendered here (False: the provider renders them)."""
     supports_domain_verification: ClassVar[bool] = True
 
-    def __init__(self, settings: EmailSettings, *, metrics: MetricsSink | None = None) -> None:
+    def __init__(
+        self,
+        settings: EmailSettings,
+        *,
+        metrics: MetricsSink | None = None,
+        suppression: SuppressionStore | None = None,
+    ) -> None:
         super().__init__(metrics=metrics)
         self.settings = settings
         try:
             self.default_from = normalize_address(settings.default_from_email)
         except AddressError as exc:
-            raise EmailError(
-                EmailErrorCode.CONFIGURATION,
-                f"DEFAULT_FROM_EMAIL: {exc}",
-                provider=self.provider_name,
-            ) from None
+            raise self._config_error(f"DEFAULT_FROM_EMAIL: {exc}") from None
+        from .unsubscribe import parse_bulk_templates
+
+        try:
+            self.bulk_templates = parse_bulk_templates(settings.email_bulk_templates)
+        except ValueError as exc:
+            raise self._config_error(f"EMAIL_BULK_TEMPLATES: {exc}") from None
+        self.suppression: SuppressionStore = suppression or create_suppression_store(settings)
+        self._unsubscribe_key: tuple[bytes | None] | None = None
+
+    def _config_error(self, message: str) -> EmailError:
+        return EmailError(EmailErrorCode.CONFIGURATION, message, provider=self.provider_name)
 
     # == public API ==========================================================================
 
@@ -129,15 +176,16 @@ class EmailService(BaseService):
     ) -> SendResult:
         """Send template ``template_name`` rendered with ``data``; ``options`` are message
         fields (``cc``, ``bcc``, ``from``, ``reply_to``, ``headers``, ``tags``, ...)."""
-        message = {**options, "to": to, "template": template_name, "template_data": data or {}}
-        return self._run("send_templated_email", self._send_email, message)
+        return self._run(
+            "send_templated_email", self._send_templated, template_name, to, data, options
+        )
 
     def send_bulk_emails(
         self, messages: Iterable[EmailMessage | Mapping[str, Any]]
     ) -> BulkSendResult:
         """Send many messages; one result per input message, in input order.
 
-        Messages with the same content (or template) share provider calls of at most
+        Messages the provider can carry together share provider calls of at most
         :attr:`bulk_batch_size`. Failures are reported per message; an error is raised only
         when every message failed. For very large inputs prefer :meth:`iter_bulk_emails`,
         which streams results instead of holding them all.
@@ -153,7 +201,7 @@ class EmailService(BaseService):
         Memory stays flat for any number of messages: input is consumed lazily and at most
         a bounded window of messages is pending at any time.
         """
-        return self._bulk_results(self._bulk_source(messages))
+        return self._guarded(self._bulk_results(self._bulk_source(messages)))
 
     def validate_email(self, address: str) -> EmailValidation:
         """Whether ``address`` can be mailed: syntax (email-validator), then suppression."""
@@ -172,18 +220,35 @@ class EmailService(BaseService):
         return self._run("get_verified_emails", self._verified_emails)
 
     def get_suppressed_emails(self) -> list[SuppressedEmail]:
-        """The suppression list: address, reason and when it was added."""
+        """The shared suppression list: address, reason, category and when it was added."""
         return self._run("get_suppressed_emails", self._list_suppressed)
 
     def suppress_email(
-        self, address: str, reason: SuppressionReason | str = SuppressionReason.BOUNCE
+        self,
+        address: str,
+        reason: SuppressionReason | str = SuppressionReason.BOUNCE,
+        category: str | None = None,
+        *,
+        source: str | None = None,
     ) -> None:
-        """Put ``address`` on the suppression list (``BOUNCE`` or ``COMPLAINT``)."""
-        self._run("suppress_email", self._suppress_checked, address, reason)
+        """Put ``address`` on the shared list: ``BOUNCE`` or ``COMPLAINT`` stop all mail,
+        ``UNSUBSCRIBE`` stops bulk mail of ``category`` (default: every category).
 
-    def remove_suppressed_email(self, address: str) -> bool:
-        """Take ``address`` off the suppression list; False when it was not on it."""
-        return self._run("remove_suppressed_email", self._unsuppress_checked, address)
+        Bounces and complaints also go to the provider's own list where it has one (SES).
+        """
+        self._run("suppress_email", self._suppress_checked, address, reason, category, source)
+
+    def remove_suppressed_email(self, address: str, category: str | None = None) -> bool:
+        """Take ``address``'s bounce or complaint off the list (or, with ``category``, its
+        unsubscribe from that category, ``"*"`` for all); False when there was none."""
+        return self._run("remove_suppressed_email", self._unsuppress_checked, address, category)
+
+    def import_provider_suppressions(self) -> int:
+        """Copy the provider's own suppression list into the shared one; returns the count.
+
+        Raises ``NOT_SUPPORTED`` for providers without such a list (mock, smtp, resend).
+        """
+        return self._run("import_provider_suppressions", self._import_provider_suppressions)
 
     # == shared implementation ================================================================
 
@@ -191,6 +256,12 @@ class EmailService(BaseService):
         out = self._prepare(self._coerce(raw))
         delivery = self._deliver(out)
         return self._send_result(out, delivery)
+
+    def _send_templated(
+        self, template_name: object, to: object, data: object, options: dict[str, Any]
+    ) -> SendResult:
+        message = {**options, "to": to, "template": template_name, "template_data": data or {}}
+        return self._send_email(message)
 
     def _coerce(self, raw: object) -> EmailMessage:
         from .models import coerce_message
@@ -200,33 +271,53 @@ class EmailService(BaseService):
         except EmailError as exc:
             raise self._error(exc.code.name, exc.message) from None
 
-    def _prepare(self, message: EmailMessage) -> Outgoing:
-        """Checks and changes that need no network (or only cached lookups)."""
+    def _prepare(self, message: EmailMessage, *, check_suppression: bool = True) -> Outgoing:
+        """Checks and changes that need no provider call; bulk sends check suppression per
+        batch instead (``check_suppression=False``)."""
         updates: dict[str, Any] = {}
         if message.from_email is None:
             updates["from_email"] = self.default_from
         rendered = None
         if message.template is not None:
             rendered = self._render(message)
-            if rendered is not None and self.renders_locally:
-                if has_line_break(rendered.subject):
-                    raise self._error("INVALID_MESSAGE", "rendered subject has a line break")
-                updates.update(subject=rendered.subject, html=rendered.html, text=rendered.text)
-        suppressed = self._suppressed_among(message.recipients())
-        if suppressed:
-            kept = {
-                name: [a for a in getattr(message, name) if address_key(a) not in suppressed]
-                for name in ("to", "cc", "bcc")
-            }
-            if not any(kept.values()):
+            # Checked whoever renders: a provider rendering remotely gets the same data.
+            if rendered is not None and has_line_break(rendered.subject):
                 raise self._error(
-                    "SUPPRESSED",
-                    "every recipient is on the suppression list: " + ", ".join(sorted(suppressed)),
+                    "INVALID_MESSAGE", "the rendered subject has a line break (header injection)"
                 )
-            updates.update(kept)
+            if rendered is not None and self.renders_locally:
+                updates.update(subject=rendered.subject, html=rendered.html, text=rendered.text)
+        category = message.category
+        if category is None and message.template is not None:
+            category = self.bulk_templates.get(message.template)
+        if category is not None:
+            if len(message.recipients()) != 1:
+                raise self._error(
+                    "INVALID_MESSAGE",
+                    f"bulk mail (category {category}) goes to one recipient per message, so "
+                    "that each gets their own unsubscribe link; use send_bulk_emails",
+                )
+            updates["category"] = category
+            updates["headers"] = {
+                **shared_headers(message),
+                **self._unsubscribe_headers(message.recipients()[0], category),
+            }
         message = message.model_copy(update=updates) if updates else message
-        self._check_before_send(message)
-        return Outgoing(message, tuple(sorted(suppressed)), rendered)
+        size = message.estimated_size()
+        if size > self.max_message_bytes:
+            raise self._error(
+                "MESSAGE_TOO_LARGE",
+                f"about {size} bytes encoded; {self.provider_name} takes at most "
+                f"{self.max_message_bytes}",
+            )
+        out = Outgoing(message, rendered=rendered)
+        if not check_suppression:
+            return out
+        [checked] = self._without_suppressed([out])
+        if isinstance(checked, EmailError):
+            raise checked
+        self._check_before_send(checked.message)
+        return checked
 
     def _render(self, message: EmailMessage) -> RenderedEmail | None:
         from .templates import render_template
@@ -237,11 +328,69 @@ class EmailService(BaseService):
         except EmailError as exc:
             raise self._error(exc.code.name, exc.message) from None
 
+    def _unsubscribe_headers(self, recipient: str, category: str) -> dict[str, str]:
+        from .unsubscribe import unsubscribe_headers
+
+        url = self.settings.email_unsubscribe_url
+        secret = self._unsubscribe_secret()
+        if not url or secret is None:
+            raise self._error(
+                "CONFIGURATION",
+                f"bulk mail (category {category}) needs a one-click unsubscribe link: set "
+                "EMAIL_UNSUBSCRIBE_URL and EMAIL_UNSUBSCRIBE_SECRET (or _SECRET_ARN)",
+            )
+        return unsubscribe_headers(
+            url, secret, bare_address(recipient), category, self.settings.email_unsubscribe_mailto
+        )
+
+    def _unsubscribe_secret(self) -> bytes | None:
+        # Resolved on first bulk send: a secret ARN costs a call that most processes skip.
+        if self._unsubscribe_key is None:
+            from .credentials import unsubscribe_secret
+
+            self._unsubscribe_key = (unsubscribe_secret(self.settings),)
+        return self._unsubscribe_key[0]
+
+    def _without_suppressed(self, outs: list[Outgoing]) -> list[Outgoing | EmailError]:
+        """Each message without its suppressed recipients (one store lookup per category),
+        or ``SUPPRESSED`` when none is left."""
+        by_category: dict[str | None, set[str]] = defaultdict(set)
+        for out in outs:
+            by_category[out.message.category].update(out.message.recipients())
+        suppressed = {
+            category: self.suppression.suppressed(addresses, category)
+            for category, addresses in by_category.items()
+        }
+        checked: list[Outgoing | EmailError] = []
+        for out in outs:
+            message = out.message
+            gone = suppressed[message.category]
+            hit = {address_key(a) for a in message.recipients()} & gone
+            if not hit:
+                checked.append(out)
+                continue
+            kept = {
+                name: [a for a in getattr(message, name) if address_key(a) not in gone]
+                for name in ("to", "cc", "bcc")
+            }
+            if not any(kept.values()):
+                checked.append(
+                    EmailError(
+                        EmailErrorCode.SUPPRESSED,
+                        "every recipient is on the suppression list: " + ", ".join(sorted(hit)),
+                        provider=self.provider_name,
+                    )
+                )
+                continue
+            kept_message = message.model_copy(update=kept)
+            checked.append(Outgoing(kept_message, tuple(sorted(hit)), out.rendered, out.index))
+        return checked
+
     def _send_result(self, out: Outgoing, delivery: Delivery) -> SendResult:
         recipients: list[RecipientResult] = []
         for address in out.message.recipients():
             reason = delivery.rejected.get(address_key(address))
-            status = RecipientStatus.REJECTED if reason else RecipientStatus.SENT
+            status = RecipientStatus.REJECTED if reason else self.recipient_status
             recipients.append(RecipientResult(bare_address(address), status, reason))
         recipients.extend(
             RecipientResult(a, RecipientStatus.SUPPRESSED, "on the suppression list")
@@ -263,6 +412,15 @@ class EmailService(BaseService):
             raise self._error("INVALID_MESSAGE", "pass a list of messages, not one message")
         return messages
 
+    def _guarded(self, results: Iterator[BulkItemResult]) -> Iterator[BulkItemResult]:
+        """``results``, with any failure while iterating raised as this service's error."""
+        try:
+            yield from results
+        except ServiceError:
+            raise
+        except Exception as exc:
+            raise self._map_error(exc) from exc
+
     def _collect_bulk(self, source: Iterable[object]) -> BulkSendResult:
         result = BulkSendResult(self.provider_name, list(self._bulk_results(source)))
         if not result.results:
@@ -282,6 +440,16 @@ class EmailService(BaseService):
     def _bulk_workers(self) -> int:
         return 4
 
+    def _next_message(self, iterator: Iterator[object]) -> tuple[bool, object]:
+        try:
+            return True, next(iterator)
+        except StopIteration:
+            return False, None
+        except Exception as exc:
+            raise self._error(
+                "INVALID_MESSAGE", f"iterating the messages failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
     def _bulk_results(self, source: Iterable[object]) -> Iterator[BulkItemResult]:
         workers = self._bulk_workers()
         groups: dict[Hashable, list[Outgoing]] = {}
@@ -289,6 +457,7 @@ class EmailService(BaseService):
         ready: dict[int, BulkItemResult] = {}
         inflight: deque[Future[list[BulkItemResult]]] = deque()
         next_index = 0
+        iterator = iter(source)
 
         def take(items: list[BulkItemResult]) -> None:
             for item in items:
@@ -301,9 +470,12 @@ class EmailService(BaseService):
                 while len(inflight) >= workers * 2:
                     take(inflight.popleft().result())
 
-            for index, raw in enumerate(source):
+            for index in itertools.count():
+                more, raw = self._next_message(iterator)
+                if not more:
+                    break
                 try:
-                    out = self._prepare(self._coerce(raw))
+                    out = self._prepare(self._coerce(raw), check_suppression=False)
                 except Exception as exc:
                     take([self._failed_item(index, (), exc)])
                 else:
@@ -339,9 +511,36 @@ class EmailService(BaseService):
 
     def _send_batch_safe(self, batch: list[Outgoing]) -> list[BulkItemResult]:
         try:
-            return self._run("send_bulk_batch", self._send_batch, batch)
+            return self._run("send_bulk_batch", self._send_checked_batch, batch)
         except Exception as exc:
             return [self._failed_item(out.index, out.message.recipients(), exc) for out in batch]
+
+    def _send_checked_batch(self, batch: list[Outgoing]) -> list[BulkItemResult]:
+        """The suppression check and provider rules for a whole batch, then the send."""
+        results: list[BulkItemResult] = []
+        ready: list[Outgoing] = []
+        for out, checked in zip(batch, self._without_suppressed(batch), strict=True):
+            try:
+                if isinstance(checked, EmailError):
+                    raise checked
+                self._check_before_send(checked.message)
+            except EmailError as exc:
+                item = self._failed_item(out.index, out.message.recipients(), exc)
+                if exc.code is EmailErrorCode.SUPPRESSED:
+                    item = BulkItemResult(
+                        item.index, False, None, item.recipients, item.error, item.recipients
+                    )
+                results.append(item)
+            else:
+                ready.append(checked)
+        if ready:
+            try:
+                results.extend(self._send_batch(ready))
+            except Exception as exc:  # the call failed as a whole: so did each message in it
+                results.extend(
+                    self._failed_item(o.index, o.message.recipients(), exc) for o in ready
+                )
+        return results
 
     def _failed_item(
         self, index: int, recipients: Iterable[str], exc: BaseException
@@ -379,16 +578,16 @@ class EmailService(BaseService):
                 results.append(self._failed_item(out.index, out.message.recipients(), exc))
         return results
 
-    # -- validation, suppression, identities ------------------------------------------------
+    # -- validation and suppression ------------------------------------------------------------
 
     def _validate_email(self, address: object) -> EmailValidation:
-        text = address if isinstance(address, str) else repr(address)
+        text = address if isinstance(address, str) else shorten(address)
         try:
             normalized = normalize_address(address)
         except AddressError as exc:
             return EmailValidation(text, False, ValidationReason.INVALID_SYNTAX, None, str(exc))
         bare = bare_address(normalized)
-        if self._is_suppressed(bare):
+        if self.suppression.suppressed([bare]):
             return EmailValidation(
                 text, False, ValidationReason.SUPPRESSED, bare, "on the suppression list"
             )
@@ -400,18 +599,74 @@ class EmailService(BaseService):
         except AddressError as exc:
             raise self._error("INVALID_EMAIL", str(exc)) from None
 
-    def _suppress_checked(self, address: object, reason: object) -> None:
+    def _checked_category(self, category: object) -> str:
+        if category == ALL_CATEGORIES or valid_category(category):
+            return str(category)
+        raise self._error(
+            "INVALID_MESSAGE",
+            "category must be '*' or letters, digits and _.- (at most 64), not "
+            + shorten(category),
+        )
+
+    def _suppress_checked(
+        self, address: object, reason: object, category: object, source: object
+    ) -> None:
         bare = self._checked_address(address)
         try:
-            why = SuppressionReason(str(reason).upper())
+            if not isinstance(reason, str):
+                raise ValueError
+            why = SuppressionReason(reason.upper())
         except ValueError:
             raise self._error(
-                "INVALID_MESSAGE", f"suppression reason must be BOUNCE or COMPLAINT, not {reason!r}"
+                "INVALID_MESSAGE",
+                "suppression reason must be BOUNCE, COMPLAINT or UNSUBSCRIBE, not "
+                + shorten(reason),
             ) from None
-        self._suppress(bare, why)
+        if why is SuppressionReason.UNSUBSCRIBE:
+            category = self._checked_category(ALL_CATEGORIES if category is None else category)
+        elif category is not None:
+            raise self._error("INVALID_MESSAGE", "a category goes with UNSUBSCRIBE only")
+        if source is not None and not valid_category(source):
+            raise self._error("INVALID_MESSAGE", "source must be a short name: " + shorten(source))
+        entry = SuppressedEmail(
+            address_key(bare),
+            why,
+            datetime.now(UTC),
+            category if isinstance(category, str) else None,
+            source if isinstance(source, str) else None,
+        )
+        self.suppression.add(entry)
+        if why is not SuppressionReason.UNSUBSCRIBE:
+            self._sync_provider("add", self._mirror_suppress, bare, why)
 
-    def _unsuppress_checked(self, address: object) -> bool:
-        return self._unsuppress(self._checked_address(address))
+    def _unsuppress_checked(self, address: object, category: object) -> bool:
+        bare = self._checked_address(address)
+        if category is None:
+            removed = self.suppression.remove(bare, BLOCK_SCOPE)
+            self._sync_provider("remove", self._mirror_unsuppress, bare)
+            return removed
+        name = self._checked_category(category)
+        return self.suppression.remove(bare, scope_of(SuppressionReason.UNSUBSCRIBE, name))
+
+    def _sync_provider(self, what: str, call: Any, *args: Any) -> None:
+        # The shared store is what sends check; a provider list that misses one change is
+        # logged and counted rather than failing the write that did happen.
+        try:
+            call(*args)
+        except Exception:
+            logger.warning("could not %s %s on the %s list", what, args[0], self.provider_name)
+            self.record_metric("SuppressionSyncFailures", 1)
+
+    def _list_suppressed(self) -> list[SuppressedEmail]:
+        return sorted(self.suppression.entries(), key=lambda e: (e.address, e.category or ""))
+
+    def _import_provider_suppressions(self) -> int:
+        count = 0
+        for entry in self._provider_suppressions():
+            self.suppression.add(entry)
+            count += 1
+        self.record_metric("SuppressionsImported", count)
+        return count
 
     def _verify_domain_checked(self, domain: object) -> DomainVerification:
         from .addresses import normalize_domain
@@ -426,30 +681,58 @@ class EmailService(BaseService):
             )
         return self._verify_domain(name)
 
-    def _is_suppressed(self, address: str) -> bool:
-        return bool(self._suppressed_among([address]))
+    def _map_error(self, exc: Exception) -> ServiceError:
+        from .deadline import DeadlineExceeded
+
+        if not isinstance(exc, DeadlineExceeded):
+            return super()._map_error(exc)
+        note = (
+            f"no answer within the {exc.seconds:g} s call deadline (EMAIL_CALL_TIMEOUT) "
+            f"after {exc.attempts} attempt(s)"
+        )
+        if isinstance(exc.last, Exception):
+            last = self._map_error(exc.last)
+            return self._error(
+                last.code.name, f"{last.message}; {note}", retryable=last.retryable, cause=exc
+            )
+        return self._error("PROVIDER_UNAVAILABLE", note, retryable=True, cause=exc)
+
+    # -- health ----------------------------------------------------------------------------
+
+    def _probe(self) -> tuple[HealthState, dict[str, Any]]:
+        """The provider's probe, then: is the sending domain (or address) verified?"""
+        from milequest.services.health import HealthState
+
+        state, details = self._probe_provider()
+        sender = address_key(self.default_from)
+        domain = sender.rpartition("@")[2]
+        verified = domain in self._verified_domains() or sender in self._verified_emails()
+        details["sender_verified"] = verified
+        if not verified:
+            details["error"] = f"the sending domain {domain} is not verified"
+            return HealthState.UNHEALTHY, details
+        return state, details
+
+    # == provider hooks =========================================================================
 
     def _check_before_send(self, message: EmailMessage) -> None:
         """Provider hook for checks before any send call (sandbox, sender identity)."""
 
-    # == provider hooks =========================================================================
+    def _mirror_suppress(self, address: str, reason: SuppressionReason) -> None:
+        """Provider hook: also put a bounce or complaint on the provider's own list."""
+
+    def _mirror_unsuppress(self, address: str) -> None:
+        """Provider hook: also take the address off the provider's own list."""
+
+    def _provider_suppressions(self) -> Iterator[SuppressedEmail]:
+        """Provider hook: the provider's own suppression list, as shared-list entries."""
+        raise self._error(
+            "NOT_SUPPORTED", f"the {self.provider_name} provider keeps no suppression list"
+        )
 
     @abstractmethod
     def _deliver(self, out: Outgoing) -> Delivery:
         """Send one prepared message."""
-
-    @abstractmethod
-    def _suppressed_among(self, addresses: list[str]) -> set[str]:
-        """The lower-cased bare addresses of ``addresses`` that are suppressed."""
-
-    @abstractmethod
-    def _suppress(self, address: str, reason: SuppressionReason) -> None: ...
-
-    @abstractmethod
-    def _unsuppress(self, address: str) -> bool: ...
-
-    @abstractmethod
-    def _list_suppressed(self) -> list[SuppressedEmail]: ...
 
     @abstractmethod
     def _verify_domain(self, domain: str) -> DomainVerification: ...
@@ -459,3 +742,7 @@ class EmailService(BaseService):
 
     @abstractmethod
     def _verified_emails(self) -> list[str]: ...
+
+    @abstractmethod
+    def _probe_provider(self) -> tuple[HealthState, dict[str, Any]]:
+        """A cheap call proving the provider works; raise or return a state and details."""

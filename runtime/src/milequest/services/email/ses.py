@@ -3,7 +3,12 @@
 The client is botocore's ``sesv2`` client (what ``boto3.client("sesv2")`` returns), created
 from a botocore session directly: boto3's own import costs cold-start time for nothing
 here. It honours the standard endpoint variables (``AWS_ENDPOINT_URL_SESV2``), and retries
-throttling with botocore's ``standard`` / ``adaptive`` retry modes.
+throttling with botocore's ``standard`` / ``adaptive`` retry modes, within the call deadline
+(``EMAIL_CALL_TIMEOUT``) that three botocore event hooks enforce.
+
+Templates deployed to SES are rendered here too before a send (the packaged files, or the
+deployed template fetched once), so that missing data and a line break rendered into the
+subject are refused before SES renders them.
 """
 
 from __future__ import annotations
@@ -14,10 +19,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from .addresses import address_key, bare_address, domain_of
+from .deadline import Deadline, DeadlineExceeded
+from .errors import EmailError
 from .results import (
     BulkItemResult,
     DomainVerification,
@@ -25,9 +34,16 @@ from .results import (
     SuppressedEmail,
     SuppressionReason,
     VerificationStatus,
-    dkim_records,
+    ses_domain_records,
 )
-from .service import Delivery, EmailService, Outgoing, bulk_group_key
+from .service import (
+    Delivery,
+    EmailService,
+    Outgoing,
+    bulk_group_key,
+    recipient_headers,
+    shared_headers,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client
@@ -39,7 +55,8 @@ if TYPE_CHECKING:
     from .models import EmailMessage
     from .ratelimit import RateLimiter
     from .settings import EmailSettings
-    from .templates import RenderedEmail
+    from .suppression import SuppressionStore
+    from .templates import RenderedEmail, TemplateSource
 
 logger = logging.getLogger("milequest.services.email")
 
@@ -47,6 +64,7 @@ logger = logging.getLogger("milequest.services.email")
 SIMULATOR_DOMAIN = "simulator.amazonses.com"
 _ACCOUNT_TTL = 600.0
 _IDENTITY_TTL = 300.0
+_TEMPLATE_TTL = 300.0
 _ENTRY_RETRIES = 2
 
 # BulkEmailEntryResult.Status -> (error code, retryable)
@@ -76,19 +94,29 @@ _VERIFICATION = {
 }
 
 
+def attempt_timeouts(deadline: float) -> tuple[float, float]:
+    """Connect and read timeouts of one attempt within a call deadline of ``deadline`` s.
+
+    Small enough that a quick failure (a 429, a 5xx) leaves room for retries, large enough
+    for SES, which answers in well under a second.
+    """
+    return min(3.0, deadline / 4), min(10.0, deadline / 2)
+
+
 def create_sesv2_client(settings: EmailSettings) -> SESV2Client:
     """A ``sesv2`` client with retries and the connection pool configured from settings."""
     import botocore.session
     from botocore.config import Config
 
+    connect, read = attempt_timeouts(settings.email_call_timeout)
     config = Config(
         retries={
             "mode": settings.ses_retry_mode,
             "total_max_attempts": settings.ses_max_attempts,  # the first call included
         },
         max_pool_connections=settings.ses_max_connections,
-        connect_timeout=5,
-        read_timeout=30,
+        connect_timeout=connect,
+        read_timeout=read,
     )
     region = (
         settings.aws_ses_region
@@ -98,6 +126,62 @@ def create_sesv2_client(settings: EmailSettings) -> SESV2Client:
     session = botocore.session.get_session()
     client = session.create_client("sesv2", region_name=region, config=config)
     return cast("SESV2Client", client)
+
+
+@dataclass
+class _CallState:
+    deadline: Deadline
+    attempts: int = 0
+    last: BaseException | None = None
+
+
+# The SES API call running in this thread (botocore runs a call's attempts in one thread).
+_CALL: ContextVar[_CallState | None] = ContextVar("milequest_ses_call", default=None)
+
+
+def install_deadline(client: Any, seconds: float) -> None:
+    """Give every call of ``client`` a total deadline of ``seconds``, retries included.
+
+    botocore has per-attempt timeouts only. ``before-call`` starts the clock,
+    ``needs-retry`` remembers each failed attempt, and ``before-send`` refuses to start a
+    retry that could not end in time (an attempt takes at most its connect and read
+    timeouts), raising :class:`DeadlineExceeded` with the last failure.
+    """
+    budget = sum(attempt_timeouts(seconds))
+
+    def start(**_: Any) -> None:
+        _CALL.set(_CallState(Deadline(seconds)))
+
+    def before_send(**_: Any) -> None:
+        state = _CALL.get()
+        if state is None:
+            return
+        state.attempts += 1
+        if state.attempts > 1 and not state.deadline.allows(budget):
+            raise DeadlineExceeded(seconds, state.attempts - 1, state.last)
+
+    def needs_retry(
+        response: Any = None, caught_exception: Any = None, operation: Any = None, **_: Any
+    ) -> None:
+        state = _CALL.get()
+        if state is not None:
+            state.last = caught_exception or _client_error(response, operation)
+
+    events = client.meta.events
+    events.register("before-call.sesv2", start)
+    events.register_first("before-send.sesv2", before_send)
+    events.register_first("needs-retry.sesv2", needs_retry)
+
+
+def _client_error(response: Any, operation: Any) -> BaseException | None:
+    from botocore.exceptions import ClientError
+
+    if not isinstance(response, tuple) or len(response) != 2:
+        return None
+    parsed = response[1]
+    if not isinstance(parsed, dict) or "Error" not in parsed:
+        return None
+    return ClientError(parsed, getattr(operation, "name", "SES"))  # type: ignore[arg-type]
 
 
 class _Cached:
@@ -155,30 +239,58 @@ class SesEmailService(EmailService):
         settings: EmailSettings,
         *,
         metrics: MetricsSink | None = None,
+        suppression: SuppressionStore | None = None,
         client: SESV2Client | None = None,
     ) -> None:
-        super().__init__(settings, metrics=metrics)
+        super().__init__(settings, metrics=metrics, suppression=suppression)
         self.renders_locally = settings.ses_template_mode == "local"
         self.client: SESV2Client = client or create_sesv2_client(settings)
+        install_deadline(self.client, settings.email_call_timeout)
         self._limiter: RateLimiter | None = None
         self._limiter_stamp = float("-inf")
         self._limiter_lock = threading.Lock()
         self._identities = _Cached(_IDENTITY_TTL, self._load_identities)
-        self._suppressed = _Cached(
-            float(settings.ses_suppression_cache_seconds), self._load_suppressed
-        )
+        self._deployed: dict[str, tuple[float, TemplateSource]] = {}
+        self._deployed_lock = threading.Lock()
 
     # -- sending -----------------------------------------------------------------------------
 
     def _render(self, message: EmailMessage) -> RenderedEmail | None:
-        # SES renders by template name; a packaged template is rendered here first so that
-        # missing data fails now (TEMPLATE_RENDER_FAILED) instead of as a later SES event.
-        # In "local" template mode the rendered content is what gets sent.
-        from .templates import template_names
+        # Rendered here whatever the mode, so that missing data fails now instead of as a
+        # later RENDERING_FAILURE event, and the service can check the rendered subject for
+        # line breaks before SES renders it. In "local" mode the result is what gets sent.
+        from .templates import render_source, template_names
 
         if self.renders_locally or message.template in template_names():
             return super()._render(message)
-        return None
+        assert message.template is not None
+        source = self._deployed_template(message.template)
+        try:
+            return render_source(source, message.template_data)
+        except EmailError as exc:
+            raise self._error(exc.code.name, exc.message) from None
+
+    def _deployed_template(self, name: str) -> TemplateSource:
+        """A template deployed to SES but not packaged here, fetched and kept a while."""
+        from .templates import TemplateSource
+
+        with self._deployed_lock:
+            cached = self._deployed.get(name)
+        if cached is not None and time.monotonic() - cached[0] < _TEMPLATE_TTL:
+            return cached[1]
+        response: Any = self.client.get_email_template(
+            TemplateName=self.settings.ses_template_prefix + name
+        )
+        content = response.get("TemplateContent") or {}
+        source = TemplateSource(
+            name,
+            str(content.get("Subject", "")),
+            str(content.get("Html", "")),
+            str(content.get("Text", "")),
+        )
+        with self._deployed_lock:
+            self._deployed[name] = (time.monotonic(), source)
+        return source
 
     def _by_template(self, message: EmailMessage) -> bool:
         """Whether SES renders this message from a deployed template (else: literal content)."""
@@ -285,15 +397,22 @@ class SesEmailService(EmailService):
             if first.text:
                 content["Text"] = first.text
             template["TemplateContent"] = content
-        if first.headers:
-            template["Headers"] = [{"Name": k, "Value": v} for k, v in first.headers.items()]
+        if shared_headers(first):
+            template["Headers"] = [
+                {"Name": k, "Value": v} for k, v in shared_headers(first).items()
+            ]
         args["DefaultContent"] = {"Template": template}
 
         results: dict[int, BulkItemResult] = {}
         todo = list(batch)
+        deadline = Deadline(self.settings.email_call_timeout)
+        budget = sum(attempt_timeouts(self.settings.email_call_timeout))
         for attempt in range(_ENTRY_RETRIES + 1):
             if attempt:
-                time.sleep(0.2 * 2 ** (attempt - 1))  # SES drops throttled entries: resend later
+                pause = 0.2 * 2 ** (attempt - 1)
+                if not deadline.allows(pause + budget):
+                    break  # the entries left keep their throttled status, reported below
+                time.sleep(pause)  # SES drops throttled entries: resend them later
             entries: Any = [self._entry(out) for out in todo]
             try:
                 self._throttle(sum(len(out.message.recipients()) for out in todo))
@@ -311,22 +430,23 @@ class SesEmailService(EmailService):
                 status = entry.get("Status", "FAILED")
                 if status == "SUCCESS":
                     results[out.index] = self._ok_item(out, Delivery(entry.get("MessageId", "")))
-                elif status in _RETRY_ENTRY and attempt < _ENTRY_RETRIES:
+                    continue
+                # Recorded even when retried: it stands if the deadline stops the retries.
+                code, retryable = _ENTRY_STATUS.get(status, ("PROVIDER_ERROR", False))
+                info = ErrorInfo(
+                    self.error_codes[code],
+                    f"{status}: {entry.get('Error', '')}".rstrip(": "),
+                    retryable,
+                )
+                results[out.index] = BulkItemResult(
+                    out.index,
+                    False,
+                    None,
+                    tuple(bare_address(a) for a in out.message.recipients()),
+                    info,
+                )
+                if status in _RETRY_ENTRY and attempt < _ENTRY_RETRIES:
                     retry.append(out)
-                else:
-                    code, retryable = _ENTRY_STATUS.get(status, ("PROVIDER_ERROR", False))
-                    info = ErrorInfo(
-                        self.error_codes[code],
-                        f"{status}: {entry.get('Error', '')}".rstrip(": "),
-                        retryable,
-                    )
-                    results[out.index] = BulkItemResult(
-                        out.index,
-                        False,
-                        None,
-                        tuple(bare_address(a) for a in out.message.recipients()),
-                        info,
-                    )
             if not retry:
                 break
             todo = retry
@@ -335,6 +455,10 @@ class SesEmailService(EmailService):
     def _entry(self, out: Outgoing) -> dict[str, Any]:
         message = out.message
         entry: dict[str, Any] = {"Destination": _destination(message)}
+        if recipient_headers(message):
+            entry["ReplacementHeaders"] = [
+                {"Name": k, "Value": v} for k, v in recipient_headers(message).items()
+            ]
         if self._by_template(message):
             entry["ReplacementEmailContent"] = {
                 "ReplacementTemplate": {
@@ -376,66 +500,38 @@ class SesEmailService(EmailService):
                 self._limiter = RateLimiter(rate)
             return self._limiter
 
-    # -- suppression -----------------------------------------------------------------------------
+    # -- the account-level suppression list, kept in sync with the shared one -------------------
 
-    def _load_suppressed(self) -> set[str] | None:
-        if self.settings.ses_sandbox:
-            return None  # the suppression-list API is not available in the sandbox
-        try:
-            return {e.address for e in self._list_suppressed()}
-        except Exception as exc:
-            logger.warning("could not read the SES suppression list; not pre-checking: %s", exc)
-            return None
+    def _mirror_suppress(self, address: str, reason: SuppressionReason) -> None:
+        if not self.settings.ses_sandbox:  # the sandbox has no suppression-list API
+            self.client.put_suppressed_destination(
+                EmailAddress=address,
+                Reason="COMPLAINT" if reason is SuppressionReason.COMPLAINT else "BOUNCE",
+            )
 
-    def _suppressed_among(self, addresses: list[str]) -> set[str]:
-        if self.settings.ses_suppression_cache_seconds <= 0:
-            return set()
-        known = self._suppressed.get()
-        if not known:
-            return set()
-        return {key for a in addresses if (key := address_key(a)) in known}
-
-    def _is_suppressed(self, address: str) -> bool:
+    def _mirror_unsuppress(self, address: str) -> None:
         from botocore.exceptions import ClientError
 
         if self.settings.ses_sandbox:
-            return False
-        try:
-            self.client.get_suppressed_destination(EmailAddress=address)
-        except ClientError as exc:
-            if _code(exc) == "NotFoundException":
-                return False
-            raise
-        return True
-
-    def _suppress(self, address: str, reason: SuppressionReason) -> None:
-        self.client.put_suppressed_destination(EmailAddress=address, Reason=reason.value)
-        self._suppressed.update(lambda known: known.add(address.lower()))
-
-    def _unsuppress(self, address: str) -> bool:
-        from botocore.exceptions import ClientError
-
+            return
         try:
             self.client.delete_suppressed_destination(EmailAddress=address)
         except ClientError as exc:
-            if _code(exc) == "NotFoundException":
-                return False
-            raise
-        finally:
-            self._suppressed.update(lambda known: known.discard(address.lower()))
-        return True
+            if _code(exc) != "NotFoundException":
+                raise
 
-    def _list_suppressed(self) -> list[SuppressedEmail]:
-        return [
-            SuppressedEmail(
-                item["EmailAddress"].lower(),
+    def _provider_suppressions(self) -> Iterator[SuppressedEmail]:
+        if self.settings.ses_sandbox:
+            raise self._error("NOT_SUPPORTED", "the SES sandbox has no account suppression list")
+        for item in _pages(
+            self.client.list_suppressed_destinations, "SuppressedDestinationSummaries"
+        ):
+            yield SuppressedEmail(
+                str(item["EmailAddress"]).lower(),
                 SuppressionReason(item["Reason"]),
                 item.get("LastUpdateTime") or datetime.now(UTC),
+                source="ses",
             )
-            for item in _pages(
-                self.client.list_suppressed_destinations, "SuppressedDestinationSummaries"
-            )
-        ]
 
     # -- identities ------------------------------------------------------------------------------
 
@@ -468,7 +564,19 @@ class SesEmailService(EmailService):
         else:
             raw = response.get("VerificationStatus") or dkim.get("Status") or "PENDING"
             status = _VERIFICATION.get(raw, VerificationStatus.PENDING)
-        return DomainVerification(domain, status, dkim_records(domain, tokens))
+        # A custom MAIL FROM domain is SES's return path: with it SPF aligns for DMARC.
+        mail_from = (response.get("MailFromAttributes") or {}).get("MailFromDomain")
+        if not mail_from:
+            mail_from = f"{self.settings.ses_mail_from_subdomain}.{domain}"
+            self.client.put_email_identity_mail_from_attributes(
+                EmailIdentity=domain,
+                MailFromDomain=mail_from,
+                BehaviorOnMxFailure="USE_DEFAULT_VALUE",
+            )
+        region = self.client.meta.region_name or "us-east-1"
+        return DomainVerification(
+            domain, status, ses_domain_records(domain, tokens, mail_from, region)
+        )
 
     def _verified_domains(self) -> list[str]:
         _emails, domains = self._load_identities()
@@ -510,7 +618,7 @@ class SesEmailService(EmailService):
             return self._error("INVALID_MESSAGE", text, cause=exc)
         return None
 
-    def _probe(self) -> tuple[HealthState, dict[str, Any]]:
+    def _probe_provider(self) -> tuple[HealthState, dict[str, Any]]:
         from milequest.services.health import HealthState
 
         account: Any = self.client.get_account()

@@ -8,19 +8,48 @@ from pydantic import Field, SecretStr
 
 from milequest.services.config import ServiceSettings
 
-PROVIDERS = ("ses", "smtp", "mock")
+PROVIDERS = ("ses", "smtp", "mock", "resend", "sendgrid")
 """Providers this package implements."""
 
-RESERVED_PROVIDERS = ("sendgrid", "postmark", "resend")
+RESERVED_PROVIDERS = ("postmark",)
 """Names kept for later providers: selecting one fails, it never falls back."""
 
 
 class EmailSettings(ServiceSettings):
     """Every setting of the email service; each field is read from the upper-cased variable."""
 
-    email_provider: str = Field("ses", description="ses | smtp | mock")
+    email_provider: str = Field("ses", description="ses | smtp | mock | resend | sendgrid")
     default_from_email: str = Field(
         "noreply@milequest.app", description="Sender used when a message names none"
+    )
+    email_call_timeout: float = Field(
+        15.0,
+        gt=0,
+        le=120,
+        description="Total deadline of one provider call, retries and waits included (s)",
+    )
+    email_suppression_table: str | None = Field(
+        None, description="DynamoDB table of the shared suppression list (unset: in memory)"
+    )
+    email_bulk_templates: str = Field(
+        "weekly-summary",
+        description="Templates sent as bulk mail (one-click unsubscribe), as "
+        "name[:category], comma-separated",
+    )
+    email_unsubscribe_url: str | None = Field(
+        None, description="HTTPS URL of POST /email/unsubscribe, for List-Unsubscribe links"
+    )
+    email_unsubscribe_secret: SecretStr | None = Field(
+        None, description="Key that signs unsubscribe links"
+    )
+    email_unsubscribe_secret_arn: str | None = Field(
+        None, description="Secret holding that key (instead of EMAIL_UNSUBSCRIBE_SECRET)"
+    )
+    email_unsubscribe_mailto: str | None = Field(
+        None, description="Address added to List-Unsubscribe as a mailto: alternative"
+    )
+    email_api_max_attempts: int = Field(
+        4, ge=1, le=10, description="Attempts per Resend / SendGrid API call (429, 5xx)"
     )
     aws_ses_region: str | None = Field(None, description="SES region (else AWS_REGION)")
     ses_sandbox: bool = Field(False, description="Refuse unverified recipients before SES")
@@ -37,8 +66,37 @@ class EmailSettings(ServiceSettings):
     ses_max_send_rate: float | None = Field(
         None, gt=0, description="Messages per second; default: SendQuota.MaxSendRate"
     )
-    ses_suppression_cache_seconds: int = Field(
-        300, ge=0, description="How long the pre-send suppression snapshot lives (0: no check)"
+    ses_mail_from_subdomain: str = Field(
+        "mail",
+        pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
+        description="verify_domain: the custom MAIL FROM (return path) is <this>.<domain>",
+    )
+    ses_events_topic_arns: str = Field(
+        "",
+        description="SNS topics whose messages POST /webhooks/ses accepts (comma-separated)",
+    )
+    resend_api_key: SecretStr | None = Field(None, description="Resend API key (re_...)")
+    resend_secret_arn: str | None = Field(
+        None, description="Secret with JSON api_key / webhook_secret (or the key alone)"
+    )
+    resend_webhook_secret: SecretStr | None = Field(
+        None, description="Signing secret of the Resend webhook (whsec_...)"
+    )
+    resend_api_url: str = Field("https://api.resend.com", description="Resend API base URL")
+    resend_batch_validation: Literal["permissive", "strict"] = Field(
+        "permissive",
+        description="Batch sends: permissive sends the valid emails of a batch; strict "
+        "refuses the whole batch",
+    )
+    sendgrid_api_key: SecretStr | None = Field(None, description="SendGrid API key (SG....)")
+    sendgrid_secret_arn: str | None = Field(
+        None, description="Secret with JSON api_key / webhook_public_key (or the key alone)"
+    )
+    sendgrid_webhook_public_key: str | None = Field(
+        None, description="Verification key of the signed Event Webhook (base64)"
+    )
+    sendgrid_api_url: str = Field(
+        "https://api.sendgrid.com", description="SendGrid API base URL (EU: api.eu.sendgrid.com)"
     )
     smtp_host: str = Field("localhost", description="SMTP server")
     smtp_port: int | None = Field(None, ge=1, le=65535, description="Default 25/587/465")
@@ -64,3 +122,8 @@ class EmailSettings(ServiceSettings):
         if self.smtp_port is not None:
             return self.smtp_port
         return {"none": 25, "starttls": 587, "ssl": 465}[self.smtp_security]
+
+    @property
+    def sns_topic_arns(self) -> frozenset[str]:
+        """The SNS topic ARNs ``SES_EVENTS_TOPIC_ARNS`` names."""
+        return frozenset(a.strip() for a in self.ses_events_topic_arns.split(",") if a.strip())

@@ -1,9 +1,9 @@
 """SMTP provider (stdlib ``smtplib``): STARTTLS / SSL / AUTH, real MIME.
 
 Works against SES's SMTP interface (``email-smtp.<region>.amazonaws.com``, port 587 with
-STARTTLS) and any SMTP server. SMTP has no suppression list or identity API, so this
-provider keeps an in-process suppression list and counts ``DEFAULT_FROM_EMAIL`` (and its
-domain) as the verified sender.
+STARTTLS) and any SMTP server. SMTP has no identity API, so this provider counts
+``DEFAULT_FROM_EMAIL`` (and its domain) as the verified sender. Each message's conversation
+(connection set-up included for the first one) ends by ``EMAIL_CALL_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .addresses import address_key, bare_address, domain_of
+from .deadline import Deadline, DeadlineExceeded
 from .errors import EmailError, EmailErrorCode
 from .results import BulkItemResult, DomainVerification
 from .service import Delivery, EmailService, Outgoing
-from .suppression import LocalSuppression, LocalSuppressionList
 
 if TYPE_CHECKING:
     from milequest.services.errors import ServiceError
@@ -29,22 +29,65 @@ if TYPE_CHECKING:
 
     from .models import EmailMessage
     from .settings import EmailSettings
+    from .suppression import SuppressionStore
 
 
-class SmtpEmailService(LocalSuppression, EmailService):
+class _DeadlineMixin:
+    """Caps every socket wait of an SMTP conversation by what is left of its deadline.
+
+    smtplib's ``timeout`` bounds each socket operation only; a conversation is many of them.
+    """
+
+    sock: Any
+    timeout: float
+
+    def __init__(self, deadline: Deadline, *args: Any, **kwargs: Any) -> None:
+        self.deadline = deadline  # before smtplib connects and reads the greeting
+        super().__init__(*args, **kwargs)
+
+    def _arm(self) -> None:
+        remaining = self.deadline.remaining()
+        if remaining <= 0:
+            raise DeadlineExceeded(self.deadline.seconds, 1)
+        if self.sock is not None:
+            self.sock.settimeout(min(self.timeout, remaining))
+
+    def send(self, s: Any) -> None:
+        self._arm()
+        super().send(s)  # type: ignore[misc]
+
+    def getreply(self) -> tuple[int, bytes]:
+        self._arm()
+        return super().getreply()  # type: ignore[misc,no-any-return]
+
+
+class _SMTP(_DeadlineMixin, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_DeadlineMixin, smtplib.SMTP_SSL):
+    pass
+
+
+class SmtpEmailService(EmailService):
     """Sends each message as MIME over SMTP; bulk sends reuse one connection per batch."""
 
     provider_name: ClassVar[str] = "smtp"
     supports_domain_verification: ClassVar[bool] = False
 
-    def __init__(self, settings: EmailSettings, *, metrics: MetricsSink | None = None) -> None:
-        super().__init__(settings, metrics=metrics)
+    def __init__(
+        self,
+        settings: EmailSettings,
+        *,
+        metrics: MetricsSink | None = None,
+        suppression: SuppressionStore | None = None,
+    ) -> None:
+        super().__init__(settings, metrics=metrics, suppression=suppression)
         self.host = settings.smtp_host
         self.port = settings.resolved_smtp_port
         self.security = settings.smtp_security
         self.timeout = settings.smtp_timeout
         self.username, self.password = self._credentials(settings)
-        self.suppression = LocalSuppressionList()
         self._tls_lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
 
@@ -87,15 +130,20 @@ class SmtpEmailService(LocalSuppression, EmailService):
                 self._tls = ssl.create_default_context(cafile=self.settings.smtp_ca_file)
             return self._tls
 
+    def _deadline(self) -> Deadline:
+        return Deadline(self.settings.email_call_timeout)
+
     @contextmanager
-    def _connection(self) -> Iterator[smtplib.SMTP]:
-        conn: smtplib.SMTP
+    def _connection(self, deadline: Deadline) -> Iterator[_SMTP | _SMTP_SSL]:
+        conn: _SMTP | _SMTP_SSL
+        connect_timeout = min(self.timeout, max(deadline.remaining(), 0.001))
         if self.security == "ssl":
-            conn = smtplib.SMTP_SSL(
-                self.host, self.port, timeout=self.timeout, context=self._context()
+            conn = _SMTP_SSL(
+                deadline, self.host, self.port, timeout=connect_timeout, context=self._context()
             )
         else:
-            conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            conn = _SMTP(deadline, self.host, self.port, timeout=connect_timeout)
+        conn.timeout = self.timeout
         try:
             conn.ehlo()
             if self.security == "starttls":
@@ -105,9 +153,10 @@ class SmtpEmailService(LocalSuppression, EmailService):
                 conn.login(self.username, self.password)
             yield conn
         finally:
+            conn.deadline = Deadline(min(self.timeout, 2.0))  # a polite QUIT, kept short
             try:
                 conn.quit()
-            except (smtplib.SMTPException, OSError):
+            except (smtplib.SMTPException, OSError, DeadlineExceeded):
                 conn.close()
 
     # -- sending ---------------------------------------------------------------------------------
@@ -130,7 +179,7 @@ class SmtpEmailService(LocalSuppression, EmailService):
         return Delivery(message_id.strip("<>"), rejected)
 
     def _deliver(self, out: Outgoing) -> Delivery:
-        with self._connection() as conn:
+        with self._connection(self._deadline()) as conn:
             return self._send_on(conn, out)
 
     def _batch_key(self, message: EmailMessage) -> Hashable | None:
@@ -138,8 +187,10 @@ class SmtpEmailService(LocalSuppression, EmailService):
 
     def _send_batch(self, batch: list[Outgoing]) -> list[BulkItemResult]:
         results: list[BulkItemResult] = []
-        with self._connection() as conn:
+        with self._connection(self._deadline()) as conn:
             for position, out in enumerate(batch):
+                if position:
+                    conn.deadline = self._deadline()  # one deadline per message
                 try:
                     results.append(self._ok_item(out, self._send_on(conn, out)))
                 except Exception as exc:
@@ -194,10 +245,10 @@ class SmtpEmailService(LocalSuppression, EmailService):
     def _verified_emails(self) -> list[str]:
         return [address_key(self.default_from)]
 
-    def _probe(self) -> tuple[HealthState, dict[str, Any]]:
+    def _probe_provider(self) -> tuple[HealthState, dict[str, Any]]:
         from milequest.services.health import HealthState
 
-        with self._connection() as conn:
+        with self._connection(self._deadline()) as conn:
             code, _ = conn.noop()
         state = HealthState.HEALTHY if code == 250 else HealthState.DEGRADED
         return state, {"host": self.host, "port": self.port, "security": self.security}
@@ -205,7 +256,7 @@ class SmtpEmailService(LocalSuppression, EmailService):
 
 def _still_usable(conn: smtplib.SMTP, exc: Exception) -> bool:
     """Whether ``conn`` can carry the next message after a send failed with ``exc``."""
-    if isinstance(exc, smtplib.SMTPServerDisconnected) or (
+    if isinstance(exc, smtplib.SMTPServerDisconnected | DeadlineExceeded) or (
         isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
     ):
         return False
