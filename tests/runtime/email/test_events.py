@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 from milequest.handlers.ses_events import handler
 from milequest.services import override_service
-from milequest.services.email import EmailError, SuppressionReason, create_email_service
+from milequest.services.email import (
+    EmailError,
+    EmailErrorCode,
+    SuppressionReason,
+    create_email_service,
+)
 from milequest.services.email.events import (
     MalformedEvent,
     SesEventType,
@@ -131,7 +136,13 @@ def test_handler_suppresses_permanent_bounces_and_complaints(mock_email: MockEma
         _fixture("event-delivery.json"),
     )
     summary = handler(event, None)
-    assert summary == {"events": 4, "suppressed": 2, "skipped": 0, "failed_suppressions": 0}
+    assert summary == {
+        "events": 4,
+        "suppressed": 2,
+        "skipped": 0,
+        "unusable": 0,
+        "failed_suppressions": 0,
+    }
     listed = {e.address: e.reason for e in mock_email.get_suppressed_emails()}
     assert listed == {
         "recipient@example.com": SuppressionReason.BOUNCE,
@@ -157,20 +168,99 @@ def test_malformed_records_are_skipped_not_fatal(mock_email: MockEmailService) -
 def test_failed_suppression_fails_the_invocation_after_the_others(
     mock_email: MockEmailService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = mock_email._suppress
+    original = mock_email.suppression.add
 
-    def flaky(address: str, reason: SuppressionReason) -> None:
-        if address == "recipient@example.com":
-            raise OSError("network down")
-        original(address, reason)
+    def flaky(entry: Any) -> None:
+        if entry.address == "recipient@example.com":
+            raise OSError("network down")  # the store is unreachable: transient
+        original(entry)
 
-    monkeypatch.setattr(mock_email, "_suppress", flaky)
+    monkeypatch.setattr(mock_email.suppression, "add", flaky)
     event = _sns(_fixture("event-bounce.json"), _fixture("notification-complaint.json"))
     with pytest.raises(EmailError) as info:
         handler(event, None)
     assert info.value.retryable
+    assert info.value.code is EmailErrorCode.PROVIDER_UNAVAILABLE
     assert "recipient@example.com" in info.value.message
     assert [e.address for e in mock_email.get_suppressed_emails()] == ["richard@example.com"]
+
+
+def _bounce_for(recipient: str) -> dict[str, Any]:
+    message = _fixture("event-bounce.json")
+    message["bounce"]["bouncedRecipients"][0]["emailAddress"] = recipient
+    return message
+
+
+@pytest.mark.parametrize("recipient", ["not-an-email", "user@localhost", "a b@example.com", " "])
+def test_an_unusable_recipient_is_skipped_not_retried(
+    mock_email: MockEmailService, recipient: str
+) -> None:
+    # A permanent bounce for an address the list cannot hold: the error is permanent
+    # (INVALID_EMAIL), so the handler must not make Lambda retry and dead-letter it.
+    event = _sns(_bounce_for(recipient), _fixture("notification-complaint.json"))
+    summary = handler(event, None)
+    assert summary == {
+        "events": 2,
+        "suppressed": 1,
+        "skipped": 0,
+        "unusable": 1,
+        "failed_suppressions": 0,
+    }
+    assert [e.address for e in mock_email.get_suppressed_emails()] == ["richard@example.com"]
+    sink = mock_email.metrics
+    assert isinstance(sink, InMemorySink)
+    assert sink.total("EmailEventsUnusable") == 1
+
+
+def _deep(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"Sns": None},
+        {"Sns": 5},
+        {"Sns": []},
+        {"Sns": {"Message": None}},
+        {"Sns": {"Message": 5}},
+        None,
+        "a string",
+        17,
+        [],
+        {"EventSource": "aws:sns", "Sns": {"Message": _deep(5000), "Type": "Notification"}},
+    ],
+    ids=["null", "int", "list", "no-message", "int-message", "none", "str", "num", "empty", "deep"],
+)
+def test_a_hostile_record_never_stops_the_valid_one(mock_email: MockEmailService, bad: Any) -> None:
+    event = _sns(_fixture("event-bounce.json"))
+    event["Records"].insert(0, bad)
+    event["Records"].append(bad)
+    summary = handler(event, None)
+    assert summary["skipped"] == 2
+    assert summary["suppressed"] == 1
+    assert [e.address for e in mock_email.get_suppressed_emails()] == ["recipient@example.com"]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        _deep(5000),
+        json.dumps({"eventType": "Bounce", "mail": {"messageId": "m", "timestamp": "\ud800"}}),
+        json.dumps({"eventType": ["Bounce"], "mail": {}}),
+        '{"eventType": "Bounce", "mail": ' + "[" * 3000 + "]" * 3000 + "}",
+        '{"n": ' + "9" * 5000 + "}",
+        "NaN",
+    ],
+)
+def test_hostile_messages_are_malformed_events(message: str) -> None:
+    with pytest.raises(MalformedEvent):
+        parse_ses_message(message)
+
+
+def test_events_not_an_sns_event(mock_email: MockEmailService) -> None:
+    for event in (None, [], "x", {"Records": None}, {"Records": {"a": 1}}):
+        assert handler(event, None)["skipped"] == 1
 
 
 @pytest.mark.parametrize(

@@ -16,17 +16,22 @@ from milequest.services.email.events import process_sns_event
 logger = Logger(service="ses-events")
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def handler(event: Any, context: Any) -> dict[str, Any]:
     """Normalize each SNS record's SES event, record metrics, suppress bad recipients.
 
-    Malformed records are logged and skipped; they never fail the others.
+    Returns the counts (``events``, ``suppressed``, ``skipped``, ``unusable``,
+    ``failed_suppressions``). Permanent failures (a malformed record, an address that
+    cannot be suppressed) are logged, counted and skipped; they never stop the other
+    records. Only transient ones raise, after every record was processed, so that Lambda
+    retries the event and then sends it to the dead-letter queue.
     """
-    if context is not None and hasattr(context, "aws_request_id"):
-        logger.append_keys(request_id=context.aws_request_id)
+    request_id = getattr(context, "aws_request_id", None)
+    if isinstance(request_id, str):
+        logger.append_keys(request_id=request_id)
     report = process_sns_event(event)
     for item in report.events:
         logger.info(
-            "ses event",
+            "email event",
             extra={
                 "type": item.type.value,
                 "recipient": item.recipient,
@@ -37,8 +42,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     summary = report.summary()
     logger.info("processed SES events", extra=summary)
     if report.failed_suppressions:
-        # Fail the invocation so SNS/Lambda retry it (then the dead-letter queue); suppressing
-        # again the recipients that did succeed is harmless.
+        # Suppressing again the recipients that did succeed on the retry is harmless.
         raise EmailError(
             EmailErrorCode.PROVIDER_UNAVAILABLE,
             "could not suppress: " + ", ".join(report.failed_suppressions),

@@ -1,10 +1,16 @@
-"""SES sending events delivered through SNS: parsing, normalizing, and acting on them.
+"""Email sending events, whatever the provider: one typed model, and acting on it.
 
-SES publishes two formats: configuration-set *event publishing* (``eventType``: Bounce,
-Complaint, Delivery, Send, Reject, Rendering Failure, DeliveryDelay, ...) and identity
-*notifications* (``notificationType``: Bounce, Complaint, Delivery). Both become one
-:class:`SesEvent` per recipient. Permanent bounces and complaints put the recipient on the
-configured email provider's suppression list; transient bounces do not.
+Every provider's events become one :class:`EmailEvent` per recipient: SES's through SNS
+(parsed here; both its formats, configuration-set *event publishing* with ``eventType`` and
+identity *notifications* with ``notificationType``), Resend's and SendGrid's through their
+signed webhooks (``milequest.web.email_webhooks``). :func:`record_events` counts them and
+puts permanent bounces, complaints and unsubscribes on the shared suppression list;
+transient bounces change nothing.
+
+Failures are classified: a record that is not an event, or names an address that cannot
+be suppressed, is *permanent*: skipped, logged and counted, never retried. A suppression
+that failed on our side (the store unreachable) is *transient*: the SES handler raises
+for it, so that Lambda retries the event and then dead-letters it.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -20,7 +26,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from milequest.services import jsonsafe
+
 from .errors import EmailError
+from .results import SuppressionReason
+from .suppression import ALL_CATEGORIES
 
 if TYPE_CHECKING:
     from .service import EmailService
@@ -28,8 +38,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("milequest.services.email.events")
 
 
-class SesEventType(StrEnum):
-    """The normalized type of an SES event, whichever format it came in."""
+class EmailEventType(StrEnum):
+    """The normalized type of an email event, whichever provider and format it came in."""
 
     BOUNCE = "bounce"
     COMPLAINT = "complaint"
@@ -41,30 +51,34 @@ class SesEventType(StrEnum):
     OPEN = "open"
     CLICK = "click"
     SUBSCRIPTION = "subscription"
+    UNSUBSCRIBE = "unsubscribe"
 
 
 _TYPES = {
-    "bounce": SesEventType.BOUNCE,
-    "complaint": SesEventType.COMPLAINT,
-    "delivery": SesEventType.DELIVERY,
-    "send": SesEventType.SEND,
-    "reject": SesEventType.REJECT,
-    "rendering failure": SesEventType.RENDERING_FAILURE,
-    "renderingfailure": SesEventType.RENDERING_FAILURE,
-    "deliverydelay": SesEventType.DELIVERY_DELAY,
-    "delivery delay": SesEventType.DELIVERY_DELAY,
-    "open": SesEventType.OPEN,
-    "click": SesEventType.CLICK,
-    "subscription": SesEventType.SUBSCRIPTION,
+    "bounce": EmailEventType.BOUNCE,
+    "complaint": EmailEventType.COMPLAINT,
+    "delivery": EmailEventType.DELIVERY,
+    "send": EmailEventType.SEND,
+    "reject": EmailEventType.REJECT,
+    "rendering failure": EmailEventType.RENDERING_FAILURE,
+    "renderingfailure": EmailEventType.RENDERING_FAILURE,
+    "deliverydelay": EmailEventType.DELIVERY_DELAY,
+    "delivery delay": EmailEventType.DELIVERY_DELAY,
+    "open": EmailEventType.OPEN,
+    "click": EmailEventType.CLICK,
+    "subscription": EmailEventType.SUBSCRIPTION,
 }
 
 
-class SesEvent(BaseModel):
-    """One SES event about one recipient, whatever format it arrived in."""
+class EmailEvent(BaseModel):
+    """One email event about one recipient, whatever provider and format it came in.
+
+    ``category`` names the bulk category an unsubscribe is from (None: every category).
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    type: SesEventType
+    type: EmailEventType
     recipient: str | None
     message_id: str
     timestamp: datetime
@@ -76,15 +90,31 @@ class SesEvent(BaseModel):
     reason: str | None = None
     template: str | None = None
     configuration_set: str | None = None
+    provider: str = "ses"
+    category: str | None = None
+
+    @property
+    def suppression(self) -> tuple[SuppressionReason, str | None] | None:
+        """The reason (and category) to put the recipient on the list with, if any."""
+        if self.recipient is None:
+            return None
+        if self.type is EmailEventType.COMPLAINT:
+            return SuppressionReason.COMPLAINT, None
+        if self.type is EmailEventType.BOUNCE and self.bounce_type == "Permanent":
+            return SuppressionReason.BOUNCE, None
+        if self.type is EmailEventType.UNSUBSCRIBE:
+            return SuppressionReason.UNSUBSCRIBE, self.category or ALL_CATEGORIES
+        return None
 
     @property
     def suppresses(self) -> bool:
         """Whether this event should put the recipient on the suppression list."""
-        if self.recipient is None:
-            return False
-        if self.type is SesEventType.COMPLAINT:
-            return True
-        return self.type is SesEventType.BOUNCE and self.bounce_type == "Permanent"
+        return self.suppression is not None
+
+
+SesEventType = EmailEventType
+SesEvent = EmailEvent
+"""The names these had when SES was the only source of events."""
 
 
 # -- the documented SES payloads (only what is used; the rest is ignored) -----------------------
@@ -152,13 +182,23 @@ class MalformedEvent(ValueError):
     """A record that is not an SES event this module understands."""
 
 
-def parse_ses_message(message: str | Mapping[str, Any]) -> list[SesEvent]:
-    """The normalized events of one SES notification (the SNS ``Message``)."""
+def parse_ses_message(message: str | Mapping[str, Any]) -> list[EmailEvent]:
+    """The normalized events of one SES notification (the SNS ``Message``).
+
+    Raises :class:`MalformedEvent` for anything else, hostile input included (deep
+    nesting, lone surrogates, values of the wrong type).
+    """
     try:
-        data = json.loads(message) if isinstance(message, str) else dict(message)
+        if isinstance(message, str | bytes):
+            data = jsonsafe.loads(message)
+        elif isinstance(message, Mapping):
+            data = dict(message)
+            jsonsafe.check(data)
+        else:
+            raise TypeError(f"a message is JSON text or an object, not {type(message).__name__}")
         note = _Notification.model_validate(data)
     except (ValueError, TypeError, ValidationError) as exc:
-        raise MalformedEvent(f"not an SES notification: {exc}") from None
+        raise MalformedEvent(f"not an SES notification: {_short(exc)}") from None
     raw_type = (note.event_type or note.notification_type or "").strip().lower()
     kind = _TYPES.get(raw_type)
     if kind is None:
@@ -173,13 +213,13 @@ def parse_ses_message(message: str | Mapping[str, Any]) -> list[SesEvent]:
         "configuration_set": config_set,
     }
 
-    def event(recipient: str | None, timestamp: datetime | None = None, **extra: Any) -> SesEvent:
-        return SesEvent(
+    def event(recipient: str | None, timestamp: datetime | None = None, **extra: Any) -> EmailEvent:
+        return EmailEvent(
             **{**base, "timestamp": timestamp or mail.timestamp, **extra, "recipient": recipient}
         )
 
     destination: list[str | None] = [*mail.destination] or [None]
-    if kind is SesEventType.BOUNCE:
+    if kind is EmailEventType.BOUNCE:
         bounce = _part(note.bounce, "bounce")
         return [
             event(
@@ -191,7 +231,7 @@ def parse_ses_message(message: str | Mapping[str, Any]) -> list[SesEvent]:
             )
             for r in bounce.bounced_recipients
         ]
-    if kind is SesEventType.COMPLAINT:
+    if kind is EmailEventType.COMPLAINT:
         complaint = _part(note.complaint, "complaint")
         return [
             event(
@@ -201,10 +241,10 @@ def parse_ses_message(message: str | Mapping[str, Any]) -> list[SesEvent]:
             )
             for r in complaint.complained_recipients
         ]
-    if kind is SesEventType.DELIVERY:
+    if kind is EmailEventType.DELIVERY:
         delivery = _part(note.delivery, "delivery")
         return [event(r, diagnostic=delivery.smtp_response) for r in delivery.recipients]
-    if kind is SesEventType.DELIVERY_DELAY:
+    if kind is EmailEventType.DELIVERY_DELAY:
         delay = _part(note.delivery_delay, "deliveryDelay")
         return [
             event(
@@ -214,10 +254,10 @@ def parse_ses_message(message: str | Mapping[str, Any]) -> list[SesEvent]:
             )
             for r in delay.delayed_recipients
         ]
-    if kind is SesEventType.REJECT:
+    if kind is EmailEventType.REJECT:
         reason = str((note.reject or {}).get("reason", "")) or None
         return [event(r, reason=reason) for r in destination]
-    if kind is SesEventType.RENDERING_FAILURE:
+    if kind is EmailEventType.RENDERING_FAILURE:
         failure = note.failure or {}
         return [
             event(r, reason=failure.get("errorMessage"), template=failure.get("templateName"))
@@ -235,11 +275,17 @@ def _part(value: _P | None, name: str) -> _P:
 
 @dataclass
 class EventReport:
-    """What a batch of SNS records produced."""
+    """What a batch of events (or of SNS records) produced.
 
-    events: list[SesEvent] = field(default_factory=list)
+    ``skipped``: records or events that were not usable events. ``unusable``: recipients
+    whose entry the list refused (not an address): permanent. ``failed_suppressions``:
+    suppressions that failed on our side: transient, worth a retry.
+    """
+
+    events: list[EmailEvent] = field(default_factory=list)
     suppressed: list[str] = field(default_factory=list)
     skipped: int = 0
+    unusable: list[str] = field(default_factory=list)
     failed_suppressions: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -248,19 +294,74 @@ class EventReport:
             "events": len(self.events),
             "suppressed": len(self.suppressed),
             "skipped": self.skipped,
+            "unusable": len(self.unusable),
             "failed_suppressions": len(self.failed_suppressions),
         }
 
 
-def process_sns_event(event: Mapping[str, Any], service: EmailService | None = None) -> EventReport:
-    """Parse every SNS record of a Lambda event, record metrics, and suppress where due.
+# What the record itself got wrong; any other failure is ours (and may pass on a retry).
+_PERMANENT = frozenset({"INVALID_EMAIL", "INVALID_MESSAGE"})
 
-    A malformed record is logged and skipped. A suppression that fails is reported in the
-    result (and logged); the other records are still processed. ``service`` defaults to the
-    process's email service (``get_service("email")``).
+
+def record_events(
+    events: Iterable[EmailEvent], service: EmailService, report: EventReport | None = None
+) -> EventReport:
+    """Count ``events`` into the metrics and put whom they name on the shared list.
+
+    SES's events are counted as ``SesEvents``, other providers' as ``EmailEvents`` with a
+    ``Provider`` dimension. Never raises: failures are sorted into ``report``.
     """
+    report = report or EventReport()
+    for item in events:
+        report.events.append(item)
+        dims = {"EventType": item.type.value}
+        if item.bounce_type:
+            dims["BounceType"] = item.bounce_type
+        if item.provider == "ses":
+            service.record_metric("SesEvents", 1, "Count", **dims)
+        else:
+            service.record_metric("EmailEvents", 1, "Count", EventSource=item.provider, **dims)
+        wanted = item.suppression
+        if wanted is None or item.recipient is None:
+            continue
+        reason, category = wanted
+        try:
+            service.suppress_email(
+                item.recipient, reason, category, source=f"{item.provider}-events"
+            )
+        except EmailError as exc:
+            if exc.code.value in _PERMANENT:
+                logger.warning("not suppressing unusable recipient %r: %s", item.recipient, exc)
+                report.unusable.append(item.recipient)
+                service.record_metric("EmailEventsUnusable", 1)
+            else:
+                logger.error("could not suppress %s: %s", item.recipient, exc)
+                report.failed_suppressions.append(item.recipient)
+        else:
+            report.suppressed.append(item.recipient)
+    return report
+
+
+def _sns_message(record: object) -> Any:
+    """The ``Sns.Message`` of a record SNS delivered to Lambda; ``MalformedEvent`` if none."""
     from aws_lambda_powertools.utilities.parser.models import SnsRecordModel
 
+    if not isinstance(record, Mapping) or not isinstance(record.get("Sns"), Mapping):
+        raise MalformedEvent("not an SNS record (no Sns object)")
+    try:
+        jsonsafe.check(dict(record))
+        return SnsRecordModel.model_validate(record).Sns.Message
+    except (ValueError, TypeError, ValidationError) as exc:
+        raise MalformedEvent(f"not an SNS record: {_short(exc)}") from None
+
+
+def process_sns_event(event: object, service: EmailService | None = None) -> EventReport:
+    """Parse every SNS record of a Lambda event, record metrics, and suppress where due.
+
+    One bad record never stops the others: it is logged, counted (``SesEventsSkipped``)
+    and skipped. ``service`` defaults to the process's email service
+    (``get_service("email")``), whose creation may raise its ``CONFIGURATION`` error.
+    """
     if service is None:
         from milequest.services.registry import get_service
 
@@ -273,30 +374,19 @@ def process_sns_event(event: Mapping[str, Any], service: EmailService | None = N
         return report
     for position, record in enumerate(records):
         try:
-            sns = SnsRecordModel.model_validate(record).Sns
-            message = sns.Message if isinstance(sns.Message, str) else json.dumps(sns.Message)
-            events = parse_ses_message(message)
-        except (ValidationError, MalformedEvent) as exc:
+            events = parse_ses_message(_sns_message(record))
+        except MalformedEvent as exc:
             logger.warning("skipping malformed SNS record %d: %s", position, exc)
             report.skipped += 1
             service.record_metric("SesEventsSkipped", 1)
             continue
-        for item in events:
-            report.events.append(item)
-            dims = {"EventType": item.type.value}
-            if item.bounce_type:
-                dims["BounceType"] = item.bounce_type
-            service.record_metric("SesEvents", 1, "Count", **dims)
-            if item.suppresses and item.recipient:
-                reason = "COMPLAINT" if item.type is SesEventType.COMPLAINT else "BOUNCE"
-                try:
-                    service.suppress_email(item.recipient, reason)
-                except EmailError as exc:
-                    logger.error("could not suppress %s: %s", item.recipient, exc)
-                    report.failed_suppressions.append(item.recipient)
-                else:
-                    report.suppressed.append(item.recipient)
+        record_events(events, service, report)
     return report
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # -- building realistic events (local stack, tests) -----------------------------------------
