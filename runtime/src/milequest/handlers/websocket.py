@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
+from milequest.handlers import snapstart
 from milequest.services.websocket import protocol
 from milequest.services.websocket.protocol import ErrorCode, ProtocolError
 
@@ -235,6 +236,14 @@ def _lambda_client() -> Any:
 
             _lambda = (endpoint, boto3.client("lambda"))
         return _lambda[1]
+
+
+def _forget_lambda_client() -> None:
+    global _lambda
+    _lambda = None
+
+
+snapstart.after_restore(_forget_lambda_client)
 
 
 def _request_announce(service: ConnectionService, payload: dict[str, Any]) -> None:
