@@ -11,8 +11,8 @@ import pytest
 import snapshot_restore_py
 from milequest.handlers import http, snapstart
 from milequest.handlers import websocket as websocket_handlers
-from milequest.services import get_service
 from milequest.services import config as service_config
+from milequest.services import get_service
 
 
 def _http_api_event(method: str, path: str, body: str = "", **headers: str) -> dict[str, Any]:
