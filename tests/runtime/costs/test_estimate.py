@@ -182,4 +182,6 @@ def test_property_every_option_is_monotonic_in_scale(
         a = fn(scaled(profile, kind, low)).total_usd
         b = fn(scaled(profile, kind, high)).total_usd
         a_, b_ = (math.inf if x is None else x for x in (a, b))
-        assert a_ <= b_, (option, low, high, a, b)
+        # Up to float rounding: the received rate (deliveries per connection-minute) that sets
+        # the pings is a ratio of two scaled figures.
+        assert a_ <= b_ * (1 + 1e-12), (option, low, high, a, b)

@@ -14,7 +14,7 @@ from milequest.costs.plot import plot
 
 def test_plot_draws_labelled_panels_with_break_even_marks(book: PriceBook, tmp_path: Path) -> None:
     result = estimate(
-        {"peak_connections": 1_000, "events_per_month": 3e6, "emails_per_month": 60_000},
+        {"peak_connections": 5_000, "events_per_month": 3e6, "emails_per_month": 60_000},
         book,
         today=date(2026, 11, 29),
     )
@@ -42,7 +42,8 @@ def test_plot_draws_labelled_panels_with_break_even_marks(book: PriceBook, tmp_p
         assert len(dotted) == len(points)
         notes = [t for t in axes.texts if t.get_text().startswith("break-even")]
         assert len(notes) == len(points)
-    # Pusher has no published plan past 30,000 connections: its line stops there.
+    # The axis runs to at least 10x the profile; Pusher has no published plan past 30,000
+    # connections, so its line stops there.
     (pusher,) = [line for line in realtime.get_lines() if line.get_label() == "Pusher Channels"]
     xs, ys = (numpy.asarray(data, dtype=float).tolist() for data in pusher.get_data())
     beyond = [y for x, y in zip(xs, ys, strict=True) if x > 30_001]

@@ -8,9 +8,11 @@ read units; SQS $0.40 per million requests; data transfer out $0.09 per GB.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from milequest.costs import OptionCost, PriceBook, StackOptions, UsageProfile
-from milequest.costs.realtime import price_apigateway, price_pusher, realtime_volumes
+from milequest.costs.realtime import ping_rate, price_apigateway, price_pusher, realtime_volumes
 
 from .conftest import REGION, quantity, usd
 
@@ -99,10 +101,16 @@ def test_everything_at_once(book: PriceBook) -> None:
     stack = StackOptions(authorizer=True, sharded_fanout=True)
     option = price_apigateway(profile, stack, book, REGION)
     # sessions 72,000 (4.32M / 60), subscriptions 72,000; 40 KB is two 32 KB units.
-    # messages: 72,000 announce + 144,000 subscribe + 4,320,000 ping/pong
+    # Each connection-minute receives 22,009,000 / 4.32M messages (20M deliveries, 1,999,000
+    # relays, 10,000 presence notices), so a 2-minute silence, and a ping, is rare.
+    received = 22_009_000 / 4_320_000
+    pings = 4_320_000 * received / math.expm1(2 * received)
+    assert 800 < pings < 850
+    # messages: 72,000 announce + 144,000 subscribe + pings and pongs
     #   + 20M deliveries x 2 + 1,000 client events x 2 + 1,999,000 relays x 2
-    #   + 500 joins x 2 notices x 10 others = 48,546,000
-    assert quantity(option, "API Gateway messages") == pytest.approx(48_546_000)
+    #   + 500 joins x 2 notices x 10 others
+    messages = 72_000 + 144_000 + 2 * pings + 40_000_000 + 2_000 + 3_998_000 + 10_000
+    assert quantity(option, "API Gateway messages") == pytest.approx(messages)
     # Lambda requests: 72,000 x 4 (authorize, connect, announce, disconnect) + 73,000
     # message + 10,000 publish + 40,000 shards (2,000 / 500 per event) = 411,000.
     # ms: 1.8M connect + 1.44M announce + 1.44M authorize
@@ -119,10 +127,10 @@ def test_everything_at_once(book: PriceBook) -> None:
     assert usd(option, "DynamoDB reads") == pytest.approx(0.5445 * 0.125)
     # SQS: idle polling 5 x 3 x 43,200 = 648,000 + 40,000 shards x 3 requests = 768,000
     assert usd(option, "SQS fan-out shards") == pytest.approx(0.768 * 0.40)
-    out_bytes = (72_000 + 72_000 + 10_000) * 150 + 2_160_000 * 40 + 21_999_000 * 40_000
+    out_bytes = (72_000 + 72_000 + 10_000) * 150 + pings * 40 + 21_999_000 * 40_000
     assert usd(option, "Data transfer out") == pytest.approx(out_bytes / GIB * 0.09)
     expected = (
-        48.546
+        messages / 1e6
         + 4.32 * 0.25
         + 0.411 * 0.20
         + 33_979 * 0.5 * 0.0000133334
@@ -136,6 +144,20 @@ def test_everything_at_once(book: PriceBook) -> None:
     pusher = price_pusher(profile, stack, book)
     assert pusher.total_usd is None
     assert "dedicated cluster" in pusher.notes[0]
+
+
+@pytest.mark.parametrize(
+    ("received", "timeout", "per_minute"),
+    [
+        (0.0, 120, 0.5),  # idle: one ping every 2 minutes
+        (0.5, 120, 0.5 / (math.e - 1)),  # l / (exp(lT) - 1) with lT = 1
+        (1.0, 60, 1 / (math.e - 1)),
+        (1e6, 120, 0.0),  # never silent for 2 minutes
+    ],
+)
+def test_pings_come_only_after_a_silence(received: float, timeout: int, per_minute: float) -> None:
+    stack = StackOptions(activity_timeout_seconds=timeout)
+    assert ping_rate(received, stack) == pytest.approx(per_minute)
 
 
 def test_below_the_shard_threshold_fan_out_stays_inline(book: PriceBook) -> None:

@@ -75,6 +75,24 @@ def _query_reads(items: float, item_bytes: int, *, consistent: bool) -> float:
     return units if consistent else units / 2
 
 
+def ping_rate(received_per_minute: float, stack: StackOptions) -> float:
+    """pusher-js pings a connection per minute when it receives at this rate.
+
+    pusher-js pings after ``activity_timeout`` seconds without a message; a message or the
+    ping restarts the wait. With messages arriving at random (a Poisson process, rate l a
+    minute, wait T minutes), a wait ends in a ping with probability exp(-lT) and lasts
+    (1 - exp(-lT)) / l on average, so pings come at l exp(-lT) / (1 - exp(-lT)) a minute:
+    1/T on an idle connection, fewer on a busy one. Bursty traffic pings more than this.
+    """
+    wait = stack.activity_timeout_seconds / 60
+    rate = received_per_minute * wait
+    if rate < 1e-9:  # idle (and the limit of the formula at zero)
+        return 1 / wait
+    if rate > 700:  # exp() would overflow; the chance of a silent wait is nil
+        return 0.0
+    return received_per_minute / math.expm1(rate)
+
+
 def realtime_volumes(profile: UsageProfile, stack: StackOptions) -> RealtimeVolumes:
     """Count the messages, invocations, capacity units and bytes a month of ``profile`` costs."""
     p, t = profile, stack.times
@@ -91,7 +109,8 @@ def realtime_volumes(profile: UsageProfile, stack: StackOptions) -> RealtimeVolu
     trigger_deliveries = events * fanout
     client_deliveries = client * relay
     presence_notices = joins * 2 * others  # member_added on join, member_removed on leave
-    pings = minutes * 60 / stack.activity_timeout_seconds
+    received = trigger_deliveries + client_deliveries + presence_notices
+    pings = minutes * ping_rate(received / minutes if minutes else 0.0, stack)
 
     messages = {
         "connection_established": sessions,
