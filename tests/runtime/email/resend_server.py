@@ -52,6 +52,8 @@ class ResendState(ApiState):
     daily_quota_exceeded: bool = False
     server_errors: int = 0
     """Answer the next N sends 500 *after* accepting them (the idempotency-key case)."""
+    unavailable: int = 0
+    """Answer the next N sends 503 before looking at them."""
     idempotent: dict[str, tuple[int, Any]] = field(default_factory=dict)
 
     def verify(self, name: str) -> None:
@@ -168,6 +170,11 @@ class ResendHandler(ApiHandler[ResendState]):
 
     def _send(self, request: Recorded) -> Reply:
         s = self.state
+        with s.lock:
+            down = s.unavailable > 0
+            s.unavailable -= 1 if down else 0
+        if down:
+            raise error(503, "internal_server_error", "Service unavailable.")
         key = request.headers.get("idempotency-key")
         if key is not None:
             if not 1 <= len(key) <= 256:
