@@ -1,12 +1,16 @@
 """Docker-free bundling of the runtime package and its locked dependencies for Lambda.
 
 The asset is built on the synthesizing machine: ``uv export`` writes the locked requirements
-of ``milequest`` (with the ``pusher`` extra), ``uv pip install`` installs wheels for the
-Lambda platform (CPython on arm64, manylinux2014) into the asset, and the ``milequest``
-sources are copied next to them. uv rather than pip because a few locked dependencies are
-pure-Python sdists (``pybars3``, ``pymeta3``), which pip refuses to combine with
-``--platform`` and dependency resolution; every native file is checked afterwards to be an
-AArch64 ELF object, so a native sdist built for the host cannot slip in.
+of ``milequest`` with its ``lambda`` extra (the HTTP app behind Mangum, the Pusher, Resend and
+SendGrid clients, the SnapStart hooks), ``uv pip install`` installs wheels for the Lambda
+platform (CPython on arm64, manylinux2014) into the asset, and the ``milequest`` sources are
+copied next to them. uv rather than pip because a few locked dependencies are pure-Python
+sdists (``pybars3``, ``pymeta3``), which pip refuses to combine with ``--platform`` and
+dependency resolution; every native file is checked afterwards to be an ELF object for the
+target CPU, so a native sdist built for the host cannot slip in.
+
+``build_bundle(..., platform=TEST_PLATFORM)`` builds the same bundle for x86_64: the tests
+import it on the functions' Python version here, where no arm64 interpreter runs.
 
 Built assets are cached by a hash of the lock file, the runtime's sources and these
 settings, so repeated synths copy instead of installing.
@@ -28,16 +32,20 @@ from aws_cdk import aws_lambda as lambda_
 
 from .paths import REPO_ROOT, RUNTIME_DIR, RUNTIME_PACKAGE_DIR, UV
 
-LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_14
+# The newest Python that the test machines can run (`make test` runs the runtime suite and
+# imports the bundle on it); the container image (runtime/Dockerfile) uses the same version.
+LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_13
 LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
-PYTHON_VERSION = "3.14"
+PYTHON_VERSION = "3.13"
 UV_PLATFORM = "aarch64-manylinux2014"
-RUNTIME_EXTRAS = ("pusher",)
+TEST_PLATFORM = "x86_64-manylinux2014"
+RUNTIME_EXTRAS = ("lambda",)
 # Bump when the layout of the bundle changes, to invalidate cached builds.
 BUNDLE_FORMAT = "1"
 _KEEP_CACHED = 4
 _ELF_MAGIC = b"\x7fELF"
-_EM_AARCH64 = 183
+# ELF e_machine of each platform's native files.
+_ELF_MACHINES = {UV_PLATFORM: 183, TEST_PLATFORM: 62}
 
 
 class BundlingError(RuntimeError):
@@ -110,22 +118,30 @@ def _run(args: list[str]) -> str:
     return proc.stdout
 
 
-def _check_native_files(root: Path) -> None:
-    """Every ELF object in the bundle must be built for AArch64 (the functions' CPU)."""
+def _check_native_files(root: Path, platform: str = UV_PLATFORM) -> None:
+    """Every ELF object in the bundle must be built for ``platform``'s CPU (AArch64 for Lambda)."""
+    machine = _ELF_MACHINES[platform]
     wrong = []
     for path in root.rglob("*"):
         if not path.is_file() or path.is_symlink():
             continue
         with path.open("rb") as handle:
             header = handle.read(20)
-        if header[:4] == _ELF_MAGIC and int.from_bytes(header[18:20], "little") != _EM_AARCH64:
+        if header[:4] == _ELF_MAGIC and int.from_bytes(header[18:20], "little") != machine:
             wrong.append(str(path.relative_to(root)))
     if wrong:
-        raise BundlingError("native files not built for aarch64: " + ", ".join(sorted(wrong)))
+        cpu = platform.partition("-")[0]
+        raise BundlingError(f"native files not built for {cpu}: " + ", ".join(sorted(wrong)))
 
 
-def build_bundle(target: Path) -> None:
-    """Install the runtime and its locked dependencies for Lambda arm64 into ``target``."""
+def build_bundle(target: Path, platform: str = UV_PLATFORM) -> None:
+    """Install the runtime and its locked dependencies for ``platform`` into ``target``.
+
+    The default is the functions' platform (Lambda arm64); ``TEST_PLATFORM`` gives the same
+    files with x86_64 native objects.
+    """
+    if platform not in _ELF_MACHINES:
+        raise BundlingError(f"unknown platform {platform!r}: one of {', '.join(_ELF_MACHINES)}")
     with tempfile.TemporaryDirectory(prefix="mq-req-") as tmp:
         requirements = Path(tmp) / "requirements.txt"
         requirements.write_text(locked_requirements(), encoding="utf-8")
@@ -139,7 +155,7 @@ def build_bundle(target: Path) -> None:
                 "--target",
                 str(target),
                 "--python-platform",
-                UV_PLATFORM,
+                platform,
                 "--python-version",
                 PYTHON_VERSION,
                 "-r",
@@ -153,7 +169,7 @@ def build_bundle(target: Path) -> None:
         target / "milequest",
         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
     )
-    _check_native_files(target)
+    _check_native_files(target, platform)
 
 
 def cached_bundle(key: str) -> Path:
