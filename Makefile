@@ -1,13 +1,18 @@
-# Set-up, checks and the local stack. `make dev` and `make test` work on a fresh clone:
-# they create .venv at the repository root from the lock files (uv.lock, package-lock.json).
+# Set-up, checks and the local stack. `make dev` and `make test` work on a fresh clone from the
+# lock files (uv.lock, package-lock.json): `make dev` installs only what the local stack needs
+# into .venv, `make test` everything (and a second environment, .venv-lambda, on the Lambda
+# functions' Python).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-VENV       := .venv
-PY         := $(VENV)/bin/python
-UV         := $(VENV)/bin/uv
-UV_VERSION := 0.13.9
-ENV        ?= dev
+VENV        := .venv
+LAMBDA_VENV := .venv-lambda
+PY          := $(VENV)/bin/python
+UV          := $(VENV)/bin/uv
+UV_VERSION  := 0.13.9
+ENV         ?= dev
+# The functions' and the container's Python; infra/bundling.py is its one source.
+LAMBDA_PYTHON_VERSION := $(shell sed -n 's/^PYTHON_VERSION = "\(3\.[0-9]*\)"$$/\1/p' infra/bundling.py)
 
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS    := never
@@ -16,16 +21,22 @@ export UV_NO_PROGRESS         := 1
 export JSII_NODE              := $(abspath node_modules/.bin/node)
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: help setup browser lint typecheck test test-fast dev synth deploy bench clean
+.PHONY: help setup dev-setup browser lint test test-fast test-lambda-python docs docs-check \
+	dev synth deploy preflight bench clean
 
 help:
-	@echo "make dev    - install everything, then run the local stack (Ctrl-C stops it)"
-	@echo "make test   - install everything, lint, type-check and run the whole suite"
+	@echo "make dev    - install what the local stack needs, then run it (Ctrl-C stops it)"
+	@echo "make test   - install everything, lint, type-check, build the docs (strict) and run"
+	@echo "              the whole suite, plus the runtime suite on Python $(LAMBDA_PYTHON_VERSION) (the functions')"
+	@echo "make docs   - build the documentation and API reference into site/"
 	@echo "make synth  - synthesize every environment into cdk.out"
-	@echo "make deploy ENV=dev - cdk deploy one environment"
+	@echo "make preflight ENV=dev - check the AWS account before a deploy"
+	@echo "make deploy ENV=dev    - cdk deploy one environment"
 	@echo "make bench  - run the benchmark scripts"
 
 setup: $(VENV)/.synced node_modules/.installed browser
+
+dev-setup: $(VENV)/.synced-local node_modules/.installed-console
 
 # The browser test drives Debian's Chromium; install it when missing and we can.
 browser:
@@ -41,30 +52,68 @@ $(UV):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# Everything: the CDK app, the runtime with every extra, the dev group.
 $(VENV)/.synced: $(UV) uv.lock pyproject.toml runtime/pyproject.toml
 	$(UV) sync --frozen --quiet
+	@touch $@
+
+# The local stack only: the runtime with its `local` extra. --inexact keeps what a full
+# sync installed (and uv itself, which is not a runtime dependency).
+$(VENV)/.synced-local: $(UV) uv.lock pyproject.toml runtime/pyproject.toml
+	$(UV) sync --frozen --quiet --inexact --package milequest --extra local
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The dev console's client (pusher-js, the one runtime dependency in package.json). npm ci
+# replaces node_modules whole, so it is skipped when the full install is current.
+node_modules/.installed-console: package.json package-lock.json
+	@if [[ node_modules/.installed -nt package.json && node_modules/.installed -nt package-lock.json ]]; \
+	then touch $@; \
+	else npm ci --omit=dev --no-audit --no-fund --loglevel=error && touch $@; fi
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy runtime/src
 
-test: lint
+docs: setup
+	$(VENV)/bin/mkdocs build --quiet
+
+# Strict: a warning (a broken link or cross-reference, a missing page) fails the build.
+docs-check: setup
+	$(VENV)/bin/mkdocs build --quiet --strict
+
+# The runtime's unit and contract suites and a cold start of every handler, on the functions'
+# Python, in .venv-lambda: the runtime with all its extras (the suite covers the local stack
+# and the cost plots too) and the `test` group. Skipped, saying what is missing, only where
+# that Python is not installed.
+test-lambda-python: setup
+	@if lambda_python=$$($(PY) tests/lambda_runtime/interpreter.py $(LAMBDA_PYTHON_VERSION)); then \
+	  echo "runtime suite on $$lambda_python"; \
+	  UV_PROJECT_ENVIRONMENT=$(abspath $(LAMBDA_VENV)) $(UV) sync --frozen --quiet \
+	    --python "$$lambda_python" --package milequest --all-extras --group test \
+	  && $(LAMBDA_VENV)/bin/pytest -q tests/runtime tests/lambda_runtime; \
+	else \
+	  echo "SKIPPED: the runtime suite on Python $(LAMBDA_PYTHON_VERSION), the Lambda functions' version"; \
+	fi
+
+test: lint docs-check test-lambda-python
 	$(VENV)/bin/pytest
 
 test-fast: setup
 	$(VENV)/bin/pytest -x -q -m "not slow"
 
-dev: setup
+dev: dev-setup
 	$(PY) -m milequest.local
 
 synth: setup
 	npx --no-install cdk synth --quiet
+
+preflight: setup
+	$(PY) -m infra.preflight --env $(ENV)
 
 deploy: setup
 	npx --no-install cdk deploy '$(ENV)/*'
@@ -75,4 +124,4 @@ bench: setup
 	$(PY) scripts/bench_local.py
 
 clean:
-	rm -rf $(VENV) node_modules cdk.out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LAMBDA_VENV) node_modules cdk.out site .pytest_cache .mypy_cache .ruff_cache
