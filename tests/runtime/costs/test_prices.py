@@ -67,6 +67,7 @@ def test_a_warning_once_the_oldest_figure_is_six_months_old(tmp_path: Path) -> N
         (lambda d: d["unit_prices"][0].update(tier_up_to=None), "only the last tier"),
         (lambda d: d["plans"][0].update(date="yesterday"), "date"),
         (lambda d: d.update(default_region="mars-north-1"), "default_region"),
+        (lambda d: d["plans"][1].pop("max_connections"), "give both of its limits"),
     ],
 )
 def test_an_inconsistent_file_is_refused(tmp_path: Path, mutate: object, message: str) -> None:

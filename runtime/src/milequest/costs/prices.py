@@ -84,6 +84,12 @@ class PriceBook(BaseModel):
                 raise ValueError(f"{key} ({region}): only the last tier may be unbounded")
             if bounded != sorted(set(bounded)):
                 raise ValueError(f"{key} ({region}): tiers must rise strictly")
+        for plan in self.plans:
+            if plan.service == "pusher" and None in (
+                plan.max_connections,
+                plan.max_messages_per_day,
+            ):
+                raise ValueError(f"pusher plan {plan.name}: give both of its limits")
         if self.default_region not in self.regions():
             raise ValueError(f"default_region {self.default_region!r} has no figures")
         return self

@@ -9,7 +9,7 @@ client action costs. Sizes below are estimates of our items and frames.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .prices import PriceBook
 from .profile import DAYS_PER_MONTH, MINUTES_PER_MONTH, StackOptions, UsageProfile
@@ -62,7 +62,6 @@ class RealtimeVolumes:
     sqs_requests: float
     bytes_out: float
     pusher_messages: float
-    notes: list[str] = field(default_factory=list)
 
     @property
     def total_messages(self) -> float:
@@ -300,8 +299,9 @@ def price_pusher(profile: UsageProfile, stack: StackOptions, book: PriceBook) ->
     fitting = [
         plan
         for plan in book.plans_for("pusher")
-        if (plan.max_connections is None or profile.peak_connections <= plan.max_connections)
-        and (plan.max_messages_per_day is None or per_day <= plan.max_messages_per_day)
+        # The price file gives every Pusher plan both limits.
+        if profile.peak_connections <= (plan.max_connections or 0)
+        and per_day <= (plan.max_messages_per_day or 0)
     ]
     if not fitting:
         return OptionCost(
@@ -311,14 +311,19 @@ def price_pusher(profile: UsageProfile, stack: StackOptions, book: PriceBook) ->
             notes=(f"{usage}: beyond the published plans (Enterprise, by quote)",),
         )
     plan = min(fitting, key=lambda p: p.usd_month)
-    limits = f"up to {plan.max_connections or 0:,.0f} connections, "
-    limits += f"{plan.max_messages_per_day or 0:,.0f} messages a day"
-    item = LineItem(name=f"plan {plan.name}", quantity=1, unit="month", usd=plan.usd_month)
+    item = LineItem(
+        name=f"plan {plan.name}",
+        quantity=1,
+        unit="month",
+        usd=plan.usd_month,
+        detail=f"up to {plan.max_connections:,.0f} connections, "
+        f"{plan.max_messages_per_day:,.0f} messages a day",
+    )
     return OptionCost(
         option="pusher",
         kind="realtime",
         plan=plan.name,
-        items=(item.model_copy(update={"detail": limits}),),
+        items=(item,),
         total_usd=plan.usd_month,
         notes=(usage,),
     )
