@@ -172,3 +172,70 @@ def pusher_service(pusher_state: PusherState, pusher_port: int) -> PusherWebSock
         use_tls=False,
         encryption_master_key=ENCRYPTION_KEY,
     )
+
+
+class AsgiServer:
+    """An ASGI app served by uvicorn on a free loopback port, counting its requests."""
+
+    def __init__(self, app: Any) -> None:
+        import asyncio
+
+        import uvicorn
+
+        self.requests = 0
+
+        async def counted(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                self.requests += 1
+            await app(scope, receive, send)
+
+        self.port = free_port()
+        config = uvicorn.Config(
+            counted, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._server.serve()), daemon=True
+        )
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the ASGI server did not start")
+            threading.Event().wait(0.01)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def pusher_api_server() -> Iterator[AsgiServer]:
+    """Our own Pusher HTTP API (the HTTP app), serving whatever ``websocket`` service the
+    registry holds when a request arrives."""
+    from milequest.web import create_app
+
+    server = AsgiServer(create_app(health_services=None))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pusher_over_our_api(
+    pusher_api_server: AsgiServer,
+    apigw: ApiGatewayWebSocketService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> PusherWebSocketService:
+    """The pusher provider pointed at our HTTP API, which publishes through ``apigw``."""
+    from milequest.services import register_service
+
+    monkeypatch.setenv("WEBSOCKET_APP_ID", PUSHER_APP_ID)
+    register_service("websocket", apigw)
+    return PusherWebSocketService(
+        app_id=PUSHER_APP_ID,
+        key=APP_KEY,
+        secret=APP_SECRET,
+        host="127.0.0.1",
+        port=pusher_api_server.port,
+        use_tls=False,
+        encryption_master_key=ENCRYPTION_KEY,
+    )

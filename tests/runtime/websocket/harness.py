@@ -17,7 +17,7 @@ from milequest.services.websocket.apigateway import ApiGatewayWebSocketService
 from milequest.services.websocket.mock import MockWebSocketService
 from milequest.services.websocket.pusher import PusherWebSocketService
 
-from .conftest import new_connection_id
+from .conftest import AsgiServer, new_connection_id
 from .endpoints import ConnectionsState, PusherState
 
 _INTERNAL = ("pusher:", "pusher_internal:")
@@ -152,3 +152,48 @@ def _signed_in(service: ConnectionService, connection_id: str, user_id: str) -> 
     signed = service.authenticate_user(socket_id, user_id)
     service.signin(connection_id, signed["auth"], signed["user_data"])
     return socket_id
+
+
+class PusherApiHarness(ApiGatewayHarness):
+    """The pusher provider publishing through our own Pusher HTTP API to API Gateway
+    connections: subscribers are the apigateway provider's, requests cross real HTTP."""
+
+    def __init__(
+        self,
+        service: PusherWebSocketService,
+        backend: ApiGatewayWebSocketService,
+        state: ConnectionsState,
+        api: AsgiServer,
+    ) -> None:
+        super().__init__(backend, state)
+        self.backend = backend
+        self.service = service  # type: ignore[assignment]
+        self.api = api
+
+    def add_subscriber(
+        self, channel: str, user_id: str | None = None, user_info: dict[str, Any] | None = None
+    ) -> str:
+        with _acting_as(self):
+            return super().add_subscriber(channel, user_id, user_info)
+
+    def add_user_connection(self, user_id: str) -> str:
+        with _acting_as(self):
+            return super().add_user_connection(user_id)
+
+    def network_calls(self) -> int:
+        return self.api.requests + super().network_calls()
+
+
+class _acting_as:
+    """Within the block, the harness's ``service`` is the apigateway backend (which holds
+    the connections); outside it, the pusher provider under test."""
+
+    def __init__(self, harness: PusherApiHarness) -> None:
+        self.harness = harness
+
+    def __enter__(self) -> None:
+        self.saved = self.harness.service
+        self.harness.service = self.harness.backend
+
+    def __exit__(self, *exc: object) -> None:
+        self.harness.service = self.saved

@@ -22,10 +22,10 @@ from milequest.services.websocket import (
 from milequest.services.websocket.mock import MockWebSocketService
 
 from .conftest import APP_KEY, APP_SECRET, ENCRYPTION_KEY, new_connection_id
-from .harness import ApiGatewayHarness, Harness, MockHarness, PusherHarness
+from .harness import ApiGatewayHarness, Harness, MockHarness, PusherApiHarness, PusherHarness
 
 
-@pytest.fixture(params=["mock", "pusher", "apigateway"])
+@pytest.fixture(params=["mock", "pusher", "apigateway", "pusher-over-our-api"])
 def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     if request.param == "mock":
         yield MockHarness(
@@ -37,9 +37,16 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
         yield PusherHarness(
             request.getfixturevalue("pusher_service"), request.getfixturevalue("pusher_state")
         )
-    else:
+    elif request.param == "apigateway":
         yield ApiGatewayHarness(
             request.getfixturevalue("apigw"), request.getfixturevalue("connections")
+        )
+    else:
+        yield PusherApiHarness(
+            request.getfixturevalue("pusher_over_our_api"),
+            request.getfixturevalue("apigw"),
+            request.getfixturevalue("connections"),
+            request.getfixturevalue("pusher_api_server"),
         )
 
 

@@ -188,7 +188,9 @@ def authorize(event: dict[str, Any], context: object) -> dict[str, Any]:
 
 
 def _refusal(event: object) -> dict[str, Any] | None:
-    """Why this connection is refused (the protocol version), or None."""
+    """Why this connection is refused (the app disabled, the protocol version), or None."""
+    if not _settings().websocket_app_enabled:
+        return {"code": ErrorCode.APP_DISABLED, "message": "Application disabled"}
     query = event.get("queryStringParameters") if isinstance(event, Mapping) else None
     version = _lookup(query, "protocol")
     if version is None:

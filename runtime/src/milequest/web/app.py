@@ -31,6 +31,7 @@ from .auth import (
     connection_token_authenticator,
 )
 from .email_routes import email_routes
+from .pusher_api import ApiError, api_error, pusher_api_routes
 from .requests import buffered, error
 from .settings import WebSettings
 from .webhooks import WebhookDispatcher, WebhookHandler
@@ -219,7 +220,7 @@ def create_app(
         )
     app = Starlette(
         debug=debug,
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error, ApiError: api_error},
         middleware=middleware,
         routes=[
             Route("/livez", livez, methods=["GET"]),
@@ -228,6 +229,7 @@ def create_app(
             Route("/realtime/user-auth", user_auth, methods=["POST"]),
             Route("/webhooks/pusher", pusher_webhook, methods=["POST"]),
             *email_routes(),
+            *pusher_api_routes(),
         ],
     )
     app.state.webhooks = dispatcher

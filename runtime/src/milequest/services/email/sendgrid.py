@@ -308,7 +308,7 @@ class SendGridEmailService(EmailService):
                     str(item["email"]).lower(),
                     SuppressionReason.UNSUBSCRIBE,
                     _when(item.get("created_at")),
-                    group_category(item.get("group_name"), item.get("group_id")),
+                    group_category(item.get("group_id")),
                     "sendgrid",
                 )
 
@@ -333,10 +333,9 @@ class SendGridEmailService(EmailService):
         return HealthState.HEALTHY, {"api": self.base_url}
 
 
-def group_category(name: Any, group_id: Any) -> str:
-    """Our category for a SendGrid suppression group: its name as a slug, else its id."""
-    slug = _SLUG.sub("-", str(name or "")).strip("-._")[:64]
-    return slug or f"sendgrid-group-{group_id}"
+def group_category(group_id: Any) -> str:
+    """Our category for SendGrid suppression group ``group_id`` (events carry only the id)."""
+    return f"sendgrid-group-{_SLUG.sub('-', str(group_id))[:48]}"
 
 
 def _requests(batch: list[Outgoing]) -> Iterator[list[Outgoing]]:

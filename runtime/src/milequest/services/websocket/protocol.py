@@ -36,6 +36,7 @@ class ErrorCode:
     reconnect with back-off, 4200-4299: reconnect now, 4300-4399: other)."""
 
     APP_NOT_FOUND = 4001
+    APP_DISABLED = 4003
     INVALID_VERSION = 4006
     UNSUPPORTED_PROTOCOL = 4007
     NO_PROTOCOL = 4008

@@ -240,6 +240,22 @@ class WebSocketService(BaseService):
             raise self._error("INVALID_WEBHOOK", exc.message) from None
         return list(hook.events)
 
+    def verify_api_request(
+        self,
+        method: str,
+        paths: Sequence[str],
+        params: Mapping[str, str],
+        body: bytes,
+    ) -> None:
+        """``UNAUTHORIZED`` unless a Pusher HTTP API request is signed with this app's key.
+
+        ``paths``: the request path as sent and percent-decoded (either may be signed).
+        """
+        key, secret = self._credentials()
+        problem = signing.api_request_problem(key, secret, method, paths, params, body)
+        if problem is not None:
+            raise self._error("UNAUTHORIZED", problem)
+
     @property
     def app_key(self) -> str | None:
         """The public app key clients present in channel auth values."""

@@ -68,6 +68,10 @@ class WebSocketSettings(ServiceSettings):
         pattern=r"^\d{1,20}$",
         description="Numeric app id of our Pusher-compatible HTTP API (/apps/{id}/...)",
     )
+    websocket_app_enabled: bool = Field(
+        default=True,
+        description="false refuses new connections (4003) and HTTP API calls (403): a kill switch",
+    )
     websocket_encryption_master_key: str | None = Field(
         default=None,
         description="Base64 of 32 bytes: derives the keys of private-encrypted- channels "
