@@ -81,10 +81,14 @@ class ApiHandler(BaseHTTPRequestHandler, Generic[S]):
             reply = self.route(request)
         except Reply as answer:
             reply = answer
-        data = b"" if reply.body is None else json.dumps(reply.body).encode()
+        if isinstance(reply.body, bytes):
+            data, kind = reply.body, "application/octet-stream"
+        else:
+            data = b"" if reply.body is None else json.dumps(reply.body).encode()
+            kind = "application/json"
         self.send_response(reply.status)
-        if reply.body is not None:
-            self.send_header("Content-Type", "application/json")
+        if data:
+            self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
         for name, value in reply.headers.items():
             self.send_header(name, value)
