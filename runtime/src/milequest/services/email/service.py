@@ -230,13 +230,24 @@ class EmailService(BaseService):
         category: str | None = None,
         *,
         source: str | None = None,
+        last_update: datetime | None = None,
     ) -> None:
         """Put ``address`` on the shared list: ``BOUNCE`` or ``COMPLAINT`` stop all mail,
         ``UNSUBSCRIBE`` stops bulk mail of ``category`` (default: every category).
 
-        Bounces and complaints also go to the provider's own list where it has one (SES).
+        ``source`` names where the entry came from; ``last_update`` (default: now) keeps
+        the date of an imported entry. Bounces and complaints also go to the provider's
+        own list where it has one (SES).
         """
-        self._run("suppress_email", self._suppress_checked, address, reason, category, source)
+        self._run(
+            "suppress_email",
+            self._suppress_checked,
+            address,
+            reason,
+            category,
+            source,
+            last_update,
+        )
 
     def remove_suppressed_email(self, address: str, category: str | None = None) -> bool:
         """Take ``address``'s bounce or complaint off the list (or, with ``category``, its
@@ -609,7 +620,12 @@ class EmailService(BaseService):
         )
 
     def _suppress_checked(
-        self, address: object, reason: object, category: object, source: object
+        self,
+        address: object,
+        reason: object,
+        category: object,
+        source: object,
+        last_update: object = None,
     ) -> None:
         bare = self._checked_address(address)
         try:
@@ -628,10 +644,14 @@ class EmailService(BaseService):
             raise self._error("INVALID_MESSAGE", "a category goes with UNSUBSCRIBE only")
         if source is not None and not valid_category(source):
             raise self._error("INVALID_MESSAGE", "source must be a short name: " + shorten(source))
+        if last_update is None:
+            last_update = datetime.now(UTC)
+        elif not isinstance(last_update, datetime) or last_update.tzinfo is None:
+            raise self._error("INVALID_MESSAGE", "last_update must be a datetime with a time zone")
         entry = SuppressedEmail(
             address_key(bare),
             why,
-            datetime.now(UTC),
+            last_update,
             category if isinstance(category, str) else None,
             source if isinstance(source, str) else None,
         )
