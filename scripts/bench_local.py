@@ -1,7 +1,8 @@
 """Load on the local stack: N WebSocket clients on one channel, M triggers through apigateway.
 
 Starts ``python -m milequest.local`` on free ports in a child process (so the stack's memory
-is its own), connects the clients through the authorizer, subscribes them to one channel,
+is its own), connects the clients as pusher-js does (Pusher protocol 7), subscribes them to
+one channel,
 then triggers M events one after another with the apigateway provider, exactly as an
 application would. Reports delivered / lost, delivery latency (p50 / p99), deliveries per
 second and the stack process's resident memory.
@@ -91,12 +92,27 @@ class Tally:
     last_at: float = 0.0
 
 
-async def open_client(url: str, token: str, gate: asyncio.Semaphore) -> ClientConnection:
+PUSHER_JS_QUERY = "protocol=7&client=js&version=8.6.0&flash=false"
+
+
+def decoded(raw: str | bytes) -> dict[str, Any]:
+    """A Pusher frame with its ``data`` string decoded."""
+    frame: dict[str, Any] = json.loads(raw)
+    if isinstance(frame.get("data"), str):
+        with contextlib.suppress(ValueError):
+            frame["data"] = json.loads(frame["data"])
+    return frame
+
+
+async def open_client(url: str, gate: asyncio.Semaphore) -> ClientConnection:
     async with gate:
-        ws = await connect(f"{url}?token={token}", max_queue=None, open_timeout=60)
-        await ws.send(json.dumps({"action": "subscribe", "channel": CHANNEL}))
-        reply = json.loads(await asyncio.wait_for(ws.recv(), 60))
-        if reply.get("event") != "subscription_succeeded":
+        ws = await connect(f"{url}?{PUSHER_JS_QUERY}", max_queue=None, open_timeout=60)
+        first = decoded(await asyncio.wait_for(ws.recv(), 60))
+        if first.get("event") != "pusher:connection_established":
+            raise RuntimeError(f"no connection_established: {first}")
+        await ws.send(json.dumps({"event": "pusher:subscribe", "data": {"channel": CHANNEL}}))
+        reply = decoded(await asyncio.wait_for(ws.recv(), 60))
+        if reply.get("event") != "pusher_internal:subscription_succeeded":
             raise RuntimeError(f"subscription failed: {reply}")
         return ws
 
@@ -104,7 +120,7 @@ async def open_client(url: str, token: str, gate: asyncio.Semaphore) -> ClientCo
 async def receive(ws: ClientConnection, tally: Tally) -> None:
     async for raw in ws:
         now = time.time()
-        frame = json.loads(raw)
+        frame = decoded(raw)
         if frame.get("event") == "tick":
             tally.latencies_ms.append((now - frame["data"]["sent_at"]) * 1000)
             tally.received += 1
@@ -122,18 +138,12 @@ async def bench(
     clients: int, triggers: int, env: dict[str, str], url: str, pid: int
 ) -> dict[str, Any]:
     os.environ.update(env)
-    from milequest.services.websocket import create_websocket_service, issue_connection_token
+    from milequest.services.websocket import create_websocket_service
 
-    secret = env["WEBSOCKET_APP_SECRET"]
     rss_idle = rss_mib(pid)
     gate = asyncio.Semaphore(50)
     started = time.perf_counter()
-    sockets = await asyncio.gather(
-        *(
-            open_client(url, issue_connection_token(f"runner-{i}", secret=secret), gate)
-            for i in range(clients)
-        )
-    )
+    sockets = await asyncio.gather(*(open_client(url, gate) for _ in range(clients)))
     connect_s = time.perf_counter() - started
     rss_connected = rss_mib(pid)
     tally = Tally()

@@ -183,12 +183,12 @@ def test_users_get_events_and_can_be_terminated(
 
 
 def test_the_app_can_be_disabled(
-    client: AsgiClient, mock: MockWebSocketService, monkeypatch: pytest.MonkeyPatch
+    mock: MockWebSocketService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WEBSOCKET_APP_ENABLED", "false")
-    refused = _call(
-        client, "POST", f"/apps/{APP_ID}/events", {"name": "e", "data": "x", "channel": "a"}
-    )
+    event = {"name": "e", "data": "x", "channel": "a"}
+    with AsgiClient(create_app()) as disabled:
+        refused = _call(disabled, "POST", f"/apps/{APP_ID}/events", event)
     assert refused.status_code == 403
     assert mock.messages == []
 

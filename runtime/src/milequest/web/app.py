@@ -22,6 +22,7 @@ from milequest.services.health import HealthState
 from milequest.services.jsonsafe import shorten
 from milequest.services.registry import check_services_health, get_service
 from milequest.services.websocket import WebSocketService
+from milequest.services.websocket.settings import read_settings as read_websocket_settings
 
 from .auth import (
     Authenticator,
@@ -233,4 +234,7 @@ def create_app(
         ],
     )
     app.state.webhooks = dispatcher
+    # Read once: the app id and the kill switch of Pusher's HTTP API (a change needs a restart,
+    # as every deployed setting does).
+    app.state.websocket_settings = read_websocket_settings()
     return app

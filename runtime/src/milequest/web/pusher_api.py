@@ -24,7 +24,7 @@ from milequest.services import jsonsafe
 from milequest.services.errors import ServiceError
 from milequest.services.registry import get_service
 from milequest.services.websocket import WebSocketService, protocol
-from milequest.services.websocket.settings import read_settings
+from milequest.services.websocket.settings import WebSocketSettings
 
 from .requests import buffered, error
 
@@ -85,7 +85,7 @@ def _query(request: Request) -> dict[str, str]:
 
 async def _authentic(request: Request) -> tuple[WebSocketService, dict[str, str], bytes]:
     """The service, the query and the body of a request signed with this app's key."""
-    settings = await run_in_threadpool(read_settings)
+    settings: WebSocketSettings = request.app.state.websocket_settings
     if request.path_params.get("app_id", settings.websocket_app_id) != settings.websocket_app_id:
         raise ApiError(404, f"unknown app {jsonsafe.shorten(request.path_params['app_id'])}")
     request = await buffered(request, MAX_BODY_BYTES)
