@@ -1,9 +1,14 @@
-"""Email through the local stack: the SMTP sink, the embedded SES, templates, suppression."""
+"""Email through the local stack: the SMTP sink, the embedded SES, templates, the shared
+suppression list (every process on the stack sees it) and one-click unsubscribe."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,9 +26,29 @@ pytestmark = pytest.mark.slow
 SENDER = "noreply@milequest.example"
 
 
+def _email_env(stack: LocalStack) -> dict[str, str]:
+    """What processes need for the shared list and unsubscribe links (the stack's export,
+    where it has it)."""
+    res = stack.config.resources
+    wanted = {
+        "EMAIL_SUPPRESSION_TABLE": res.suppression_table,
+        "EMAIL_UNSUBSCRIBE_URL": f"{stack.urls['http']}/email/unsubscribe",
+        "EMAIL_UNSUBSCRIBE_SECRET": res.unsubscribe_secret,
+    }
+    return {name: stack.env.get(name, value) for name, value in wanted.items()}
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
-    with LocalStack(stack_config(email_provider="smtp")) as running:
+    from milequest.services.registry import reset_services
+
+    with (
+        LocalStack(stack_config(email_provider="smtp")) as running,
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        for name, value in _email_env(running).items():
+            patch.setenv(name, value)
+        reset_services()
         yield running
 
 
@@ -215,3 +240,62 @@ def test_the_embedded_aws_is_provisioned_from_the_runtime_definitions(
         "key": stack.env["WEBSOCKET_APP_KEY"],
         "secret": stack.env["WEBSOCKET_APP_SECRET"],
     }
+
+
+def test_a_suppression_made_in_the_console_stops_another_process(stack: LocalStack) -> None:
+    # Tried as a new user would: the default smtp provider, a bounce simulated in the
+    # console, then an application process of its own sending to that address.
+    address = "console-bounce@runners.example"
+    with httpx.Client(base_url=stack.urls["console"]) as console:
+        response = console.post("api/simulate", json={"address": address, "kind": "bounce"})
+        assert response.status_code == 200, response.text
+    message = {"to": address, "subject": "s", "text": "t"}
+    app = (
+        "from milequest.services.email import EmailError, create_email_service\n"
+        "try:\n"
+        f"    create_email_service().send_email({message!r})\n"
+        "except EmailError as error:\n"
+        "    print(error.code.value)\n"
+        "else:\n"
+        "    print('SENT')\n"
+    )
+    env = {**os.environ, **stack.env, **_email_env(stack)}
+    done = subprocess.run(
+        [sys.executable, "-c", app], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.stdout.strip() == "SUPPRESSED", done.stderr
+    assert _sink(stack, address) == []
+
+
+def test_the_suppression_table_is_provisioned_from_the_runtime_definition(
+    stack: LocalStack,
+) -> None:
+    from milequest.services.email.suppression_dynamodb import table_definition
+
+    described = boto3.client("dynamodb").describe_table(
+        TableName=stack.config.resources.suppression_table
+    )["Table"]
+    assert described["KeySchema"] == table_definition()["KeySchema"]
+
+
+def test_one_click_unsubscribe_through_the_stacks_http_app(stack: LocalStack) -> None:
+    to = "weekly-walker@runners.example"
+    data = {"name": "Walker", "total_miles": 3, "activities": []}
+    service = create_email_service()
+    service.send_templated_email("weekly-summary", to, data)
+    (captured,) = _sink(stack, to)
+    assert captured.header("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
+    header = captured.header("List-Unsubscribe")
+    assert header is not None
+    link = re.search(r"<(http[^>]+)>", header)
+    assert link is not None
+    response = httpx.post(
+        link.group(1),
+        content=b"List-Unsubscribe=One-Click",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200, response.text
+    with pytest.raises(EmailError) as refused:
+        service.send_templated_email("weekly-summary", to, data)
+    assert refused.value.code.value == "SUPPRESSED"
+    assert service.send_templated_email("welcome", to, {"name": "Walker"}).accepted == [to]

@@ -51,12 +51,14 @@ class AwsResources:
 
     region: str = "us-east-1"
     connections_table: str = "milequest-local-connections"
+    suppression_table: str = "milequest-local-email-suppression"
     sender_domain: str = "milequest.example"
     configuration_set: str = "milequest-local"
     template_prefix: str = "milequest-local-"  # as the stages name theirs: <prefix>-<name>
     websocket_secret_name: str = "milequest/local/websocket"
     websocket_app_key: str = "local-app-key"
     websocket_app_secret: str = "local-app-secret"
+    unsubscribe_secret: str = "local-unsubscribe-secret"
 
 
 @dataclass
@@ -101,7 +103,11 @@ class EmbeddedAws:
         }
 
     def provision(self) -> ProvisioningReport:
-        """Create the connections table, SES identity, configuration set, templates, secret."""
+        """Create the connections and suppression tables, SES identity, configuration set,
+        templates and secret."""
+        from milequest.services.email.suppression_dynamodb import (
+            table_definition as suppression_table,
+        )
         from milequest.services.email.templates import load_template_sources
         from milequest.services.websocket.apigateway import TTL_ATTRIBUTE, table_definition
 
@@ -115,6 +121,9 @@ class EmbeddedAws:
             TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
         )
         report.created.append(f"dynamodb table {res.connections_table} (TTL {TTL_ATTRIBUTE})")
+        # The shared email suppression list: every process on the stack sees the same one.
+        dynamodb.create_table(TableName=res.suppression_table, **suppression_table())
+        report.created.append(f"dynamodb table {res.suppression_table}")
 
         ses = boto3.client("sesv2", **self.client_options())
         ses.create_email_identity(EmailIdentity=res.sender_domain)

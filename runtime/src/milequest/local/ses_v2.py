@@ -1,11 +1,12 @@
 """The SES v2 operations moto lacks, in front of moto's server (a WSGI middleware).
 
 moto 5's ``sesv2`` sends simple and raw emails and manages identities and configuration
-sets, but has no account details, templates, templated or bulk sends, or account-level
-suppression list. This middleware answers those REST calls (paths under ``/v2/email/``,
-SigV4 scope ``ses``) so the ses provider works end to end locally; everything else goes
-to moto. Templated sends are rendered with the runtime's own renderer and recorded in
-moto's SES backend as raw MIME messages, next to the ones moto records itself.
+sets, but has no account details, templates, templated or bulk sends, account-level
+suppression list or custom MAIL FROM domains. This middleware answers those REST calls
+(paths under ``/v2/email/``, SigV4 scope ``ses``) so the ses provider works end to end
+locally; everything else goes to moto. Templated sends are rendered with the runtime's own
+renderer and recorded in moto's SES backend as raw MIME messages, next to the ones moto
+records itself.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ LOCAL_MAX_SEND_RATE = 500.0  # messages per second the local "account" allows
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/ses/aws4_request")
 _SUPPRESSED_ONE = re.compile(r"\A/v2/email/suppression/addresses/(?P<address>[^/]+)\Z")
 _TEMPLATE_ONE = re.compile(r"\A/v2/email/templates/(?P<name>[^/]+)\Z")
+_IDENTITY_ONE = re.compile(r"\A/v2/email/identities/(?P<name>[^/]+)\Z")
+_MAIL_FROM = re.compile(r"\A/v2/email/identities/(?P<name>[^/]+)/mail-from\Z")
 
 
 class _ApiError(Exception):
@@ -48,11 +51,13 @@ class SesV2Extensions:
         self._lock = threading.Lock()
         self.templates: dict[str, dict[str, str]] = {}
         self.suppressed: dict[str, dict[str, Any]] = {}
+        self.mail_from: dict[str, str] = {}
 
     def reset(self) -> None:
         with self._lock:
             self.templates.clear()
             self.suppressed.clear()
+            self.mail_from.clear()
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -66,6 +71,13 @@ class SesV2Extensions:
             return self.app(environ, start_response)
         body = _read_body(environ)
         method = environ.get("REQUEST_METHOD", "GET")
+        identity = _IDENTITY_ONE.match(path)
+        if identity and method == "GET":
+            with self._lock:
+                mail_from = self.mail_from.get(unquote(identity["name"]).lower())
+            if mail_from is not None:
+                environ["wsgi.input"] = io.BytesIO(body)
+                return self._with_mail_from(environ, start_response, mail_from)
         try:
             answer = self._dispatch(method, path, body, scope.group(1))
         except _ApiError as exc:
@@ -107,6 +119,8 @@ class SesV2Extensions:
                 return 200, self._get_suppressed(address)
             if method == "DELETE":
                 return 200, self._delete_suppressed(address)
+        if (match := _MAIL_FROM.match(path)) and method == "PUT":
+            return 200, self._put_mail_from(unquote(match["name"]).lower(), _json(body))
         if path == "/v2/email/outbound-emails" and method == "POST":
             request = _json(body)
             if "Template" in (request.get("Content") or {}):
@@ -194,6 +208,38 @@ class SesV2Extensions:
             if self.suppressed.pop(address, None) is None:
                 raise _ApiError(404, "NotFoundException", f"{address} is not on the list")
         return {}
+
+    # -- custom MAIL FROM domains ------------------------------------------------------------
+
+    def _put_mail_from(self, identity: str, request: dict[str, Any]) -> dict[str, Any]:
+        domain = request.get("MailFromDomain")
+        if not isinstance(domain, str) or not domain.endswith("." + identity):
+            raise _ApiError(400, "BadRequestException", "MailFromDomain: a subdomain of it")
+        with self._lock:
+            self.mail_from[identity] = domain
+        return {}
+
+    def _with_mail_from(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], domain: str
+    ) -> Iterable[bytes]:
+        """moto's GetEmailIdentity answer with the MAIL FROM attributes moto does not keep."""
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+            captured.update(status=status, headers=headers)
+            return lambda data: None
+
+        raw = b"".join(self.app(environ, capture))
+        if not captured.get("status", "").startswith("200"):
+            start_response(captured["status"], captured["headers"])
+            return [raw]
+        payload = json.loads(raw or b"{}")
+        payload["MailFromAttributes"] = {
+            "MailFromDomain": domain,
+            "MailFromDomainStatus": "SUCCESS",
+            "BehaviorOnMxFailure": "USE_DEFAULT_VALUE",
+        }
+        return _respond(start_response, 200, payload)
 
     # -- templated and bulk sends ----------------------------------------------------------
 
