@@ -299,3 +299,19 @@ def test_one_click_unsubscribe_through_the_stacks_http_app(stack: LocalStack) ->
         service.send_templated_email("weekly-summary", to, data)
     assert refused.value.code.value == "SUPPRESSED"
     assert service.send_templated_email("welcome", to, {"name": "Walker"}).accepted == [to]
+
+
+def test_verify_domain_on_the_embedded_ses(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMAIL_PROVIDER", "ses")
+    service = create_email_service()
+    first = service.verify_domain("trails.example")
+    return_path = [(r.type, r.name, r.purpose) for r in first.records if r.purpose != "dkim"]
+    assert return_path == [
+        ("MX", "mail.trails.example", "return_path"),
+        ("TXT", "mail.trails.example", "spf"),
+    ]
+    identity = boto3.client("sesv2").get_email_identity(EmailIdentity="trails.example")
+    assert identity["MailFromAttributes"]["MailFromDomain"] == "mail.trails.example"
+    assert service.verify_domain("trails.example").records == first.records
