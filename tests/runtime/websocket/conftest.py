@@ -214,7 +214,9 @@ def pusher_api_server() -> Iterator[AsgiServer]:
     registry holds when a request arrives."""
     from milequest.web import create_app
 
-    server = AsgiServer(create_app(health_services=None))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WEBSOCKET_APP_ID", PUSHER_APP_ID)  # the app id is read when it is built
+        server = AsgiServer(create_app(health_services=None))
     yield server
     server.stop()
 

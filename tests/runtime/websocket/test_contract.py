@@ -201,7 +201,19 @@ def test_webhooks_validate_and_parse(harness: Harness) -> None:
 
 @pytest.mark.parametrize(
     "problem",
-    ["tampered", "wrong-key", "stale", "unsigned", "garbage", "no-headers", "no-body"],
+    [
+        "tampered",
+        "wrong-key",
+        "stale",
+        "future",
+        "huge-time",
+        "surrogate-key",
+        "surrogate-body",
+        "unsigned",
+        "garbage",
+        "no-headers",
+        "no-body",
+    ],
 )
 def test_bad_webhooks_are_refused(harness: Harness, problem: str) -> None:
     headers: Any
@@ -216,6 +228,17 @@ def test_bad_webhooks_are_refused(harness: Harness, problem: str) -> None:
             [{"name": "channel_vacated", "channel": "team-1"}],
             time_ms=int((time.time() - 301) * 1000),
         )
+    elif problem == "future":  # a captured body stamped ahead would stay replayable
+        headers, body = _hook(
+            [{"name": "channel_vacated", "channel": "team-1"}],
+            time_ms=int((time.time() + 301) * 1000),
+        )
+    elif problem == "huge-time":
+        headers, body = _hook([{"name": "channel_vacated", "channel": "team-1"}], time_ms=10**400)
+    elif problem == "surrogate-key":
+        headers["X-Pusher-Key"] = "\ud800"
+    elif problem == "surrogate-body":
+        body = body.decode().replace("team-1", "team-\ud800")
     elif problem == "unsigned":
         del headers["X-Pusher-Signature"]
     elif problem == "no-headers":

@@ -124,9 +124,9 @@ def server_to_user_channel(user_id: str) -> str:
     return f"{SERVER_TO_USER_PREFIX}{user_id}"
 
 
-def server_to_user_id(channel: str) -> str | None:
-    """The user id of a ``#server-to-user-`` channel, else None."""
-    if channel.startswith(SERVER_TO_USER_PREFIX):
+def server_to_user_id(channel: object) -> str | None:
+    """The user id of a ``#server-to-user-`` channel, else None (also for a non-string)."""
+    if isinstance(channel, str) and channel.startswith(SERVER_TO_USER_PREFIX):
         user_id = channel[len(SERVER_TO_USER_PREFIX) :]
         return user_id if USER_ID_RE.match(user_id) else None
     return None

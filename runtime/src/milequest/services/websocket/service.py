@@ -251,6 +251,16 @@ class WebSocketService(BaseService):
 
         ``paths``: the request path as sent and percent-decoded (either may be signed).
         """
+        well_formed = (
+            isinstance(method, str)
+            and isinstance(paths, list | tuple)
+            and all(isinstance(p, str) for p in paths)
+            and isinstance(params, Mapping)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in params.items())
+            and isinstance(body, bytes)
+        )
+        if not well_formed:
+            raise self._error("INVALID_MESSAGE", "method, paths, params and body are malformed")
         key, secret = self._credentials()
         problem = signing.api_request_problem(key, secret, method, paths, params, body)
         if problem is not None:
@@ -390,6 +400,10 @@ class WebSocketService(BaseService):
             raise self._error("INVALID_EVENT", f"event name has {len(event)} characters (max 200)")
         if event.startswith(("pusher:", "pusher_internal:")):
             raise self._error("INVALID_EVENT", "event names starting with 'pusher:' are reserved")
+        try:
+            jsonsafe.check(event)
+        except ValueError as exc:
+            raise self._error("INVALID_EVENT", f"invalid event name: {exc}") from None
         if client and not event.startswith(protocol.CLIENT_EVENT_PREFIX):
             raise self._error(
                 "INVALID_EVENT", f"client event names start with 'client-': {shorten(event)}"
@@ -509,7 +523,11 @@ class ConnectionService(WebSocketService):
         retries while the gateway still answers "gone" for the new connection.
         """
         self._check_connection_id(connection_id)
-        return self._run("announce", self._announce, connection_id, frame.encode(), close)
+        try:
+            data = frame.encode()
+        except (AttributeError, UnicodeEncodeError):
+            raise self._error("INVALID_MESSAGE", "the frame must be valid text") from None
+        return self._run("announce", self._announce, connection_id, data, close)
 
     def subscribe(
         self,

@@ -57,13 +57,18 @@ def parse_signed_webhook(
 ) -> Webhook:
     """Verify and parse a webhook; raise ``INVALID_WEBHOOK`` on anything wrong."""
     if isinstance(body, str):
-        raw = body.encode()
+        try:
+            raw = body.encode()
+        except UnicodeEncodeError:
+            raise _invalid("the body is not valid text") from None
     elif isinstance(body, bytes | bytearray | memoryview):
         raw = bytes(body)
     else:
         raise _invalid(f"the body must be str or bytes, not {type(body).__name__}")
     try:  # any object with items(): a dict, Starlette's Headers, http.client's message
-        lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+        lowered = {
+            k.lower(): v for k, v in headers.items() if isinstance(k, str) and isinstance(v, str)
+        }
     except (AttributeError, TypeError, ValueError):
         raise _invalid("the headers must be a mapping of names to values") from None
     given_key = lowered.get(KEY_HEADER.lower())
@@ -79,7 +84,7 @@ def parse_signed_webhook(
         problems = exc.error_count() if isinstance(exc, ValidationError) else 1
         raise _invalid(f"malformed webhook body: {problems} problem(s)") from None
     # Bounded both ways: a stamp far in the future would make a captured body replayable.
-    skew = (now if now is not None else time.time()) * 1000 - hook.time_ms
+    skew = int((now if now is not None else time.time()) * 1000) - hook.time_ms  # ints only
     if not -MAX_AGE_SECONDS * 1000 <= skew <= MAX_AGE_SECONDS * 1000:
         raise _invalid(f"webhook time_ms is more than {MAX_AGE_SECONDS} s from now")
     return hook
