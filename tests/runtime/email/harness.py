@@ -64,11 +64,15 @@ def from_mime(raw: bytes, envelope: list[str] | None = None) -> Delivered:
 
 
 def _raw_headers(head: str) -> list[tuple[str, str]]:
-    """The raw header lines (folded lines rejoined) as name/value pairs."""
+    """The raw header lines as name/value pairs, folded lines unfolded (RFC 5322 2.2.3).
+
+    A line break that is not folding stays in the value, and a header injected through a
+    line break shows up under its own name.
+    """
     pairs: list[tuple[str, str]] = []
     for line in head.split("\r\n"):
         if line[:1] in (" ", "\t") and pairs:
-            pairs[-1] = (pairs[-1][0], pairs[-1][1] + "\r\n" + line)
+            pairs[-1] = (pairs[-1][0], pairs[-1][1] + line)
         else:
             name, _, value = line.partition(":")
             pairs.append((name, value))
@@ -97,6 +101,10 @@ class Harness(ABC):
     @abstractmethod
     def network_calls(self) -> int:
         """Send calls that reached the provider (to prove validation happens before)."""
+
+    def all_calls(self) -> int:
+        """Every request that reached the provider, sends or not."""
+        return self.network_calls()
 
     def wire_headers(self) -> list[tuple[str, str]]:
         """Every header name and value as they went over the wire, from every send."""
@@ -252,6 +260,9 @@ class SesHarness(Harness):
             "POST", "/v2/email/outbound-bulk-emails"
         )
 
+    def all_calls(self) -> int:
+        return len(self.server.state.requests)
+
 
 class ResendHarness(Harness):
     """Reads what the local Resend API accepted (subject and bodies are rendered here)."""
@@ -266,7 +277,9 @@ class ResendHarness(Harness):
         items = []
         for sent in list(self.server.state.sent):
             headers = dict(sent.get("headers") or {})
-            people = [(k, a) for k in ("to", "cc", "bcc", "reply_to") for a in sent.get(k) or []]
+            people = [
+                ("Recipient", a) for k in ("to", "cc", "bcc", "reply_to") for a in sent.get(k) or []
+            ]
             items.append(
                 Delivered(
                     to=_addrs(sent.get("to")),
@@ -298,6 +311,9 @@ class ResendHarness(Harness):
         state = self.server.state
         return state.count("POST", "/emails") + state.count("POST", "/emails/batch")
 
+    def all_calls(self) -> int:
+        return len(self.server.state.requests)
+
 
 class SendGridHarness(Harness):
     """Reads mail/send bodies the local SendGrid API accepted, one message per personalization."""
@@ -320,7 +336,9 @@ class SendGridHarness(Harness):
                 subject = person.get("subject", mail.get("subject"))
                 emails = {k: [p["email"] for p in person.get(k) or []] for k in ("to", "cc", "bcc")}
                 names = [
-                    (k, p.get("name", "")) for k in ("to", "cc", "bcc") for p in person.get(k) or []
+                    ("Recipient", p.get("name", ""))
+                    for k in ("to", "cc", "bcc")
+                    for p in person.get(k) or []
                 ]
                 replies = [(r["email"], r.get("name", "")) for r in mail.get("reply_to_list") or []]
                 items.append(
@@ -337,7 +355,7 @@ class SendGridHarness(Harness):
                             ("From", mail["from"]["email"]),
                             ("From", mail["from"].get("name", "")),
                             ("Subject", subject or ""),
-                            *((k, e) for k, values in emails.items() for e in values),
+                            *(("Recipient", e) for values in emails.values() for e in values),
                             *names,
                             *(("Reply-To", r) for pair in replies for r in pair),
                             *headers.items(),
@@ -352,6 +370,9 @@ class SendGridHarness(Harness):
 
     def network_calls(self) -> int:
         return self.server.state.count("POST", "/v3/mail/send")
+
+    def all_calls(self) -> int:
+        return len(self.server.state.requests)
 
 
 class SmtpHarness(Harness):

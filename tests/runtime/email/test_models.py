@@ -45,6 +45,9 @@ def test_addresses_are_normalized() -> None:
         "two@example.com, three@example.com",
         "<>",
         "a@-x.com",
+        "Walker <" + "w" * 1000 + "@example.com>",
+        "\ud800@example.com",
+        "Bob \ud800 <a@example.com>",
     ],
 )
 def test_unusable_addresses(address: str) -> None:

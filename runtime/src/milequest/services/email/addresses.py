@@ -6,6 +6,7 @@ import re
 from email.utils import formataddr, getaddresses
 
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 field name: printable ASCII but ":"
+MAX_ADDRESS_CHARS = 998  # RFC 5322's line limit: no usable "Name <addr>" is longer
 _DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 # Headers the service writes itself; letting callers set them would let them forge or
@@ -57,6 +58,9 @@ def normalize_address(value: object) -> str:
     text = value.strip()
     if not text:
         raise AddressError("empty email address")
+    if len(text) > MAX_ADDRESS_CHARS:
+        # Checked first: email-validator takes about a second on a megabyte.
+        raise AddressError(f"address longer than {MAX_ADDRESS_CHARS} characters")
     if has_line_break(text):
         raise AddressError(f"line break in address {value!r}")
     if not is_unicode(text):
@@ -97,6 +101,8 @@ def normalize_domain(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise AddressError("expected a domain name")
     text = value.strip().rstrip(".").lower()
+    if len(text) > 253:
+        raise AddressError("a domain name has at most 253 characters")
     if has_line_break(text) or "@" in text or not is_unicode(text):
         raise AddressError(f"not a domain name: {value!r}")
     try:

@@ -106,8 +106,11 @@ class EmailMessage(BaseModel):
         if isinstance(value, Mapping):
             for name, item in value.items():
                 if name != "template_data" and not _plain_unicode(item):
+                    address = name in _ADDRESS_FIELDS or name == "from"
                     raise PydanticCustomError(
-                        "INVALID_MESSAGE", "{name} is not valid Unicode text", {"name": name}
+                        "INVALID_EMAIL" if address else "INVALID_MESSAGE",
+                        "{name} is not valid Unicode text",
+                        {"name": name},
                     )
         return value
 
