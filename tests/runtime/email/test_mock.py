@@ -36,6 +36,7 @@ def test_fail_next_with_a_code(mock: MockEmailService) -> None:
     mock.fail_next(1, "MESSAGE_REJECTED")
     with pytest.raises(EmailError) as info:
         mock.send_email(MSG)
+    assert info.value.code is EmailErrorCode.MESSAGE_REJECTED
     assert not info.value.retryable
     with pytest.raises(ValueError, match="unknown error code"):
         mock.fail_next(1, "NOPE")
@@ -48,14 +49,19 @@ def test_fail_rate(mock: MockEmailService) -> None:
     assert info.value.code is EmailErrorCode.PROVIDER_UNAVAILABLE
     mock.fail_rate = 0.5
     result = mock.send_bulk_emails([MSG] * 200)
-    assert 0 < result.failed < 200
+    assert 60 < result.failed < 140  # seeded: about half
     assert len(mock.outbox) == result.succeeded
+    assert {f.error.code for f in result.failures() if f.error} == {
+        EmailErrorCode.PROVIDER_UNAVAILABLE
+    }
 
 
 def test_fail_rate_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMAIL_MOCK_FAIL_RATE", "1")
-    with pytest.raises(EmailError):
+    with pytest.raises(EmailError) as info:
         create_email_service("mock").send_email(MSG)
+    assert info.value.code is EmailErrorCode.PROVIDER_UNAVAILABLE
+    assert info.value.retryable
 
 
 def test_latency_is_applied(mock: MockEmailService, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,10 +72,26 @@ def test_latency_is_applied(mock: MockEmailService, monkeypatch: pytest.MonkeyPa
     assert slept == [0.04]
 
 
+def test_latency_past_the_call_deadline_fails_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr("milequest.services.email.mock.time.sleep", slept.append)
+    mock = create_email_service("mock", email_mock_latency_ms=20_000, email_call_timeout=2.0)
+    with pytest.raises(EmailError) as info:
+        mock.send_email(MSG)
+    assert info.value.code is EmailErrorCode.PROVIDER_UNAVAILABLE
+    assert info.value.retryable
+    assert "EMAIL_CALL_TIMEOUT" in info.value.message
+    assert slept == [2.0]
+    assert mock.outbox == []  # type: ignore[attr-defined]
+
+
 def test_verified_identities(mock: MockEmailService) -> None:
     sender = {**MSG, "from": "team@walkers.example"}
-    with pytest.raises(EmailError):
+    with pytest.raises(EmailError) as info:
         mock.send_email(sender)
+    assert info.value.code is EmailErrorCode.NOT_VERIFIED
     pending = mock.verify_domain("walkers.example")
     assert pending.status.value == "pending"
     mock.add_verified_domain("walkers.example")
@@ -77,4 +99,4 @@ def test_verified_identities(mock: MockEmailService) -> None:
     assert mock.send_email(sender).accepted
     mock.add_verified_email("solo@other.example")
     assert mock.send_email({**MSG, "from": "Solo <solo@other.example>"}).accepted
-    assert "solo@other.example" in mock.get_verified_emails()
+    assert mock.get_verified_emails() == ["noreply@milequest.example", "solo@other.example"]
