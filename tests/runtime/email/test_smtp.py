@@ -205,3 +205,28 @@ def test_default_ports_follow_security() -> None:
         for security in ("none", "starttls", "ssl")
     }
     assert ports == {"none": 25, "starttls": 587, "ssl": 465}
+
+
+def test_a_server_that_never_answers_fails_at_the_call_deadline() -> None:
+    import socket
+    import time
+
+    with socket.socket() as silent:  # accepts connections, never greets
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        service = create_email_service(
+            "smtp",
+            smtp_host="127.0.0.1",
+            smtp_port=port,
+            smtp_security="none",
+            smtp_timeout=30.0,
+            email_call_timeout=1.0,
+        )
+        started = time.monotonic()
+        with pytest.raises(EmailError) as info:
+            service.send_email({"to": "a@example.com", "subject": "s", "text": "t"})
+        elapsed = time.monotonic() - started
+    assert info.value.code is EmailErrorCode.PROVIDER_UNAVAILABLE
+    assert info.value.retryable
+    assert elapsed < 30.0  # the deadline, not smtp_timeout, ended it
