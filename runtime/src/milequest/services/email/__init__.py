@@ -1,9 +1,10 @@
-"""Transactional email: one interface, SES / SMTP / mock providers, packaged templates.
+"""Transactional email: one interface, SES / Resend / SendGrid / SMTP / mock providers,
+packaged templates, one shared suppression list.
 
 ```python
 from milequest.services.email import create_email_service
 
-email = create_email_service()  # EMAIL_PROVIDER: ses | smtp | mock
+email = create_email_service()  # EMAIL_PROVIDER: ses | resend | sendgrid | smtp | mock
 email.send_email({"to": "user@example.com", "subject": "Hi", "html": "<h1>Hi</h1>"})
 email.send_templated_email("welcome", "user@example.com", {"name": "John Doe"})
 ```
@@ -22,6 +23,7 @@ from .errors import EmailError, EmailErrorCode
 from .factory import create_email_service
 
 if TYPE_CHECKING:
+    from .events import EmailEvent, EmailEventType
     from .models import Attachment, EmailMessage
     from .results import (
         BulkItemResult,
@@ -40,8 +42,15 @@ if TYPE_CHECKING:
     )
     from .service import EmailService
     from .settings import EmailSettings
+    from .suppression import MemorySuppressionStore, SuppressionStore
+    from .suppression_dynamodb import DynamoSuppressionStore
 
 _LAZY = {
+    "EmailEvent": "events",
+    "EmailEventType": "events",
+    "SuppressionStore": "suppression",
+    "MemorySuppressionStore": "suppression",
+    "DynamoSuppressionStore": "suppression_dynamodb",
     "Attachment": "models",
     "EmailMessage": "models",
     "BulkItemResult": "results",
@@ -67,18 +76,23 @@ __all__ = [
     "BulkSendResult",
     "DnsRecord",
     "DomainVerification",
+    "DynamoSuppressionStore",
     "EmailError",
     "EmailErrorCode",
+    "EmailEvent",
+    "EmailEventType",
     "EmailMessage",
     "EmailService",
     "EmailSettings",
     "EmailValidation",
     "ErrorInfo",
+    "MemorySuppressionStore",
     "RecipientResult",
     "RecipientStatus",
     "SendResult",
     "SuppressedEmail",
     "SuppressionReason",
+    "SuppressionStore",
     "ValidationReason",
     "VerificationStatus",
     "create_email_service",
