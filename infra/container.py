@@ -5,23 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Duration, IgnoreMode, RemovalPolicy, Stack, Token
+from aws_cdk import CfnOutput, Duration, IgnoreMode, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_ecs_patterns as ecs_patterns
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from .config import EnvironmentConfig
+from .domains import certificate, hosted_zone
 from .email import EmailStack
-from .lambdas import process_environment
-from .nag import acknowledge
+from .lambdas import provider_log_groups
+from .nag import acknowledge, acknowledge_validation
 from .paths import DOCKERFILE, REPO_ROOT
 from .realtime import RealtimeStack
+from .web import http_app_environment, http_app_outputs
 
 CONTAINER_PORT = 8080
 # Liveness, not the deep /healthz report: a provider outage must not recycle every task.
@@ -51,18 +52,16 @@ class ContainerStack(Stack):
         realtime: RealtimeStack,
         **kwargs: object,
     ) -> None:
+        self.config = config
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
-        if Token.is_unresolved(self.region):
-            # ALB access logging needs the region's log-delivery principal at synth time.
-            raise ValueError(
-                f"{config.name}: the container target needs a region; set `region` in "
-                "infra/config.py or CDK_DEFAULT_REGION (the CDK CLI sets it)"
-            )
+        # EnvironmentConfig refuses a container target without a custom domain (HTTPS).
+        assert config.custom_domain is not None
+        self.host = config.custom_domain.api_host
         settings = config.container
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
-            max_azs=settings.max_azs,
+            max_azs=len(config.availability_zones),
             nat_gateways=1,
             subnet_configuration=[
                 ec2.SubnetConfiguration(
@@ -72,6 +71,12 @@ class ContainerStack(Stack):
                     name="app", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=22
                 ),
             ],
+        )
+        acknowledge_validation(
+            self.vpc,
+            "CloudFormation-Validate::W3010",
+            "The zones are named in infra/config.py: looking them up would need credentials at "
+            "synth time, and zone names a and b exist in every account of the region.",
         )
         self.vpc.add_flow_log(
             "FlowLogs",
@@ -106,11 +111,7 @@ class ContainerStack(Stack):
             retention=config.log_retention,
             removal_policy=config.cdk_removal_policy,
         )
-        environment = {
-            **process_environment(config, "web"),
-            **email.runtime_environment(),
-            **realtime.runtime_environment(),
-        }
+        environment = http_app_environment(config, email, realtime)
         self.service = ecs_patterns.ApplicationLoadBalancedFargateService(
             self,
             "Web",
@@ -142,29 +143,46 @@ class ContainerStack(Stack):
             unhealthy_threshold_count=3,
         )
         self.service.target_group.set_attribute("deregistration_delay.timeout_seconds", "30")
+        # Requests with malformed headers are dropped, not passed to the app.
+        self.service.load_balancer.set_attribute(
+            "routing.http.drop_invalid_header_fields.enabled", "true"
+        )
         self._access_logs(config)
         task_role = self.service.task_definition.task_role
         task_role.add_managed_policy(email.sender_policy)
         task_role.add_managed_policy(realtime.publisher_policy)
         self._acknowledgements()
+        self._dns(config)
+        http_app_outputs(self, config, self.host)
+        provider_log_groups(self, config)
+
+    @property
+    def availability_zones(self) -> list[str]:
+        """The configured zones, instead of CDK's lookup (which needs credentials to synth)."""
+        return list(self.config.availability_zones)
 
     def _https(self, config: EnvironmentConfig) -> dict[str, Any]:
-        """HTTPS on ``<subdomain>.<domain>`` with a DNS-validated certificate, given a zone."""
-        if config.hosted_zone is None:
-            return {}
-        zone = route53.PublicHostedZone.from_hosted_zone_attributes(
-            self,
-            "Zone",
-            hosted_zone_id=config.hosted_zone.zone_id,
-            zone_name=config.hosted_zone.zone_name,
-        )
-        return {
-            "domain_name": f"{config.container.subdomain}.{config.domain}",
-            "domain_zone": zone,
+        """HTTPS on ``custom_domain.api_host``; plain HTTP only redirects to it."""
+        options: dict[str, Any] = {
+            "certificate": certificate(self, "Certificate", config, self.host),
             "protocol": elbv2.ApplicationProtocol.HTTPS,
             "redirect_http": True,
             "ssl_policy": elbv2.SslPolicy.RECOMMENDED_TLS,
         }
+        if config.hosted_zone is not None and config.hosted_zone.contains(self.host):
+            # The pattern adds the alias record for the host.
+            options |= {"domain_name": self.host, "domain_zone": hosted_zone(self, config)}
+        return options
+
+    def _dns(self, config: EnvironmentConfig) -> None:
+        if config.hosted_zone is None or not config.hosted_zone.contains(self.host):
+            dns_name = self.service.load_balancer.load_balancer_dns_name
+            CfnOutput(
+                self,
+                "ApiDnsRecord",
+                description=f"Publish this DNS record for {self.host}",
+                value=f"{self.host} CNAME {dns_name}",
+            )
 
     def _access_logs(self, config: EnvironmentConfig) -> None:
         bucket = s3.Bucket(

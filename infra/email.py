@@ -17,9 +17,16 @@ from milequest.services.email.templates import load_template_sources
 from .config import EnvironmentConfig
 from .keys import service_key
 from .lambdas import RuntimeFunction
-from .nag import acknowledge, arn_prefix
+from .nag import acknowledge, acknowledge_validation, arn_prefix
 
 SES_EVENTS_HANDLER = "milequest.handlers.ses_events.handler"
+# cfn-lint's W3694 expects a function for the lambda protocol; a subscription takes any
+# function ARN, and the alias's qualified ARN is what SnapStart needs.
+SNS_ALIAS_RULE = "CloudFormation-Validate::W3694"
+SNS_ALIAS_REASON = (
+    "SNS invokes the qualified ARN of the handler's alias: with SnapStart only published "
+    "versions are snapshotted, and the invoke permission is granted on the alias."
+)
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,8 @@ class EmailStack(Stack):
             encryption_master_key=self.key,
             enforce_ssl=True,
             retention_period=Duration.days(14),
+            # Undelivered SES events are data like the rest: prod keeps them.
+            removal_policy=self.config.cdk_removal_policy,
         )
         acknowledge(
             queue,
@@ -246,9 +255,11 @@ class EmailStack(Stack):
         for topic in self.topics.values():
             topic.add_subscription(
                 subscriptions.LambdaSubscription(
-                    handler.function, dead_letter_queue=self.dead_letter_queue
+                    handler.alias, dead_letter_queue=self.dead_letter_queue
                 )
             )
+        # The subscriptions live under the alias.
+        acknowledge_validation(handler.alias, SNS_ALIAS_RULE, SNS_ALIAS_REASON)
         return handler
 
     def runtime_environment(self) -> dict[str, str]:

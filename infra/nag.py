@@ -60,3 +60,10 @@ def arn_prefix(stack: Stack, service: str) -> str:
     region = "<AWS::Region>" if Token.is_unresolved(stack.region) else stack.region
     account = "<AWS::AccountId>" if Token.is_unresolved(stack.account) else stack.account
     return f"arn:{partition}:{service}:{region}:{account}"
+
+
+def acknowledge_validation(construct: IConstruct, plugin_rule: str, reason: str) -> None:
+    """Acknowledge another validation plugin's finding (``CloudFormation-Validate::W3694``)."""
+    if len(reason) < 20:
+        raise ValueError("an acknowledgement needs a written reason")
+    Validations.of(construct).acknowledge(Acknowledgment(id=plugin_rule, reason=reason))

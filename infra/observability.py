@@ -17,6 +17,7 @@ from .email import EmailStack
 from .keys import service_key
 from .lambdas import RuntimeFunction
 from .realtime import RealtimeStack
+from .web import WebStack
 
 # SES reviews an account at a 5% bounce rate and a 0.1% complaint rate (and may pause
 # sending at 10% / 0.5%): alarm when the review threshold is reached.
@@ -48,6 +49,7 @@ class ObservabilityStack(Stack):
         email: EmailStack,
         realtime: RealtimeStack,
         container: ContainerStack | None = None,
+        web: WebStack | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -56,21 +58,24 @@ class ObservabilityStack(Stack):
         self.alarms: list[cloudwatch.Alarm] = []
         functions = {
             "SesEvents": email.event_handler,
-            "WsAuthorizer": realtime.authorizer_function,
             "WsConnect": realtime.connect_function,
+            "WsAnnounce": realtime.announce_function,
             "WsDisconnect": realtime.disconnect_function,
             "WsMessage": realtime.message_function,
         }
+        if web is not None:
+            functions["HttpApp"] = web.app_function
         self._email_alarms()
         for name, fn in functions.items():
-            if fn is not realtime.authorizer_function:
-                self._alarm(
-                    f"{name}Errors",
-                    fn.function.metric_errors(period=FIVE_MINUTES, statistic="Sum"),
-                    threshold=1,
-                    description=f"{fn.function.function_name} raised errors",
-                )
-        self._authorizer_alarm(realtime.authorizer_function)
+            self._alarm(
+                f"{name}Errors",
+                fn.function.metric_errors(period=FIVE_MINUTES, statistic="Sum"),
+                threshold=1,
+                description=f"{fn.function.function_name} raised errors",
+            )
+        if realtime.authorizer_function is not None:
+            functions["WsAuthorizer"] = realtime.authorizer_function
+            self._authorizer_alarm(realtime.authorizer_function)
         dlq_depth = email.dead_letter_queue.metric_approximate_number_of_messages_visible(
             period=FIVE_MINUTES, statistic="Maximum"
         )
@@ -101,6 +106,13 @@ class ObservabilityStack(Stack):
                 container.service.load_balancer.metrics.http_code_target(
                     code=elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=FIVE_MINUTES, statistic="Sum"
                 ),
+                threshold=5,
+                description="The HTTP app answered with server errors",
+            )
+        if web is not None:
+            self._alarm(
+                "WebApi5xx",
+                web.api.metric_server_error(period=FIVE_MINUTES, statistic="Sum"),
                 threshold=5,
                 description="The HTTP app answered with server errors",
             )

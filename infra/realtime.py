@@ -1,11 +1,11 @@
-"""Realtime: the API Gateway WebSocket API, its handlers, connections table and secrets."""
+"""Realtime: the WebSocket API speaking Pusher's protocol 7, its handlers, table and secrets."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy, SecretValue, Stack
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw_v1
 from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
@@ -13,17 +13,31 @@ from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_route53_targets as targets
 from constructs import Construct
 from milequest.services.websocket.apigateway import TTL_ATTRIBUTE, table_definition
 
+from .app_secrets import pusher_secret, websocket_app_secret
 from .config import EnvironmentConfig
+from .domains import certificate, publish_host
 from .lambdas import RuntimeFunction
 from .nag import acknowledge, arn_prefix
 
 HANDLERS = "milequest.handlers.websocket"
 TOKEN_QUERY_PARAMETER = "token"
-ROUTE_SELECTION = "$request.body.action"
+# Pusher frames carry their type in "event".
+ROUTE_SELECTION = "$request.body.event"
+# Frames with their own route (metrics and throttling per frame type); $default takes
+# client events and anything unknown. Every one is two-way: the reply frame is the body.
+MESSAGE_ROUTES = ("$default", "pusher:subscribe", "pusher:unsubscribe", "pusher:signin")
+PING_ROUTE = "pusher:ping"
+PONG_FRAME = json.dumps({"event": "pusher:pong", "data": "{}"}, separators=(",", ":"))
+# A connection's first frame waits for the announce function, which Lambda retries on
+# failure; past this age a retry is pointless (pusher-js has given up and reconnected).
+ANNOUNCE_MAX_EVENT_AGE = Duration.seconds(60)
+ANNOUNCE_RETRY_ATTEMPTS = 2
+# pusher-js connects to wss://<host>/app/<key>: the custom domain maps that path to the stage.
+APP_PATH_PREFIX = "app"
 PUBLISH_WILDCARDS = (
     "Connections are found through the table's indexes and events go to any connection id "
     "of the stage: the wildcards are scoped to this table's indexes and this stage."
@@ -91,13 +105,13 @@ class RealtimeStack(Stack):
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self.config = config
         self.table = self._table()
-        self.websocket_secret = self._websocket_secret()
-        self.pusher_secret = self._pusher_secret()
+        self.websocket_secret = websocket_app_secret(self, config)
+        self.pusher_secret = pusher_secret(self, config)
         self.api = apigw.WebSocketApi(
             self,
             "WebSocketApi",
             api_name=f"{config.resource_prefix}-realtime",
-            description=f"Mile Quest {config.name} realtime channels",
+            description=f"Mile Quest {config.name} realtime channels (Pusher protocol 7)",
             route_selection_expression=ROUTE_SELECTION,
         )
         self.stage_name = config.websocket_stage_name
@@ -105,35 +119,55 @@ class RealtimeStack(Stack):
             f"https://{self.api.api_id}.execute-api.{self.region}.{self.url_suffix}/"
             f"{self.stage_name}"
         )
-        self.authorizer_function = self._function(
-            "Authorizer", "authorize", "Verifies connection tokens on $connect"
+        self.announce_function = self._function(
+            "Announce", "announce", "Pushes pusher:connection_established after $connect"
         )
-        self.connect_function = self._function("Connect", "on_connect", "Stores connections")
+        self.announce_function.alias.configure_async_invoke(
+            max_event_age=ANNOUNCE_MAX_EVENT_AGE, retry_attempts=ANNOUNCE_RETRY_ATTEMPTS
+        )
+        self.connect_function = self._function(
+            "Connect",
+            "on_connect",
+            "Stores connections and asks for their first frame",
+            WEBSOCKET_ANNOUNCE_FUNCTION=self.announce_function.alias.function_arn,
+        )
         self.disconnect_function = self._function(
             "Disconnect", "on_disconnect", "Removes connections and their subscriptions"
         )
         self.message_function = self._function(
-            "Message", "on_message", "Handles subscribe, unsubscribe, ping and client events"
+            "Message", "on_message", "Answers Pusher frames: subscriptions, sign-in, client events"
+        )
+        self.authorizer_function = (
+            self._function("Authorizer", "authorize", "Verifies connection tokens on $connect")
+            if config.websocket_token_authorizer
+            else None
         )
         self.functions = [
-            self.authorizer_function,
-            self.connect_function,
-            self.disconnect_function,
-            self.message_function,
+            fn
+            for fn in (
+                self.authorizer_function,
+                self.connect_function,
+                self.announce_function,
+                self.disconnect_function,
+                self.message_function,
+            )
+            if fn is not None
         ]
         self._routes()
         self.stage = self._stage()
         self._grants()
         self.publisher_policy = self._publisher_policy()
+        self.websocket_host = self._custom_domain()
         self._outputs()
 
     def _outputs(self) -> None:
         for name, value, description in (
-            ("WebSocketUrl", self.stage.url, "Clients connect here with ?token=<token>"),
+            ("WebSocketUrl", self.stage.url, "The stage's own endpoint (raw WebSocket clients)"),
             ("ManagementEndpoint", self.callback_url, "APIGW_MANAGEMENT_ENDPOINT"),
             ("ConnectionsTableName", self.table.table_name, "CONNECTIONS_TABLE"),
             ("WebSocketSecretArn", self.websocket_secret.secret_arn, "WEBSOCKET_SECRET_ARN"),
             ("PusherSecretArn", self.pusher_secret.secret_arn, "PUSHER_SECRET_ARN"),
+            ("PusherKey", self.config.websocket_app_key, "The app key pusher-js connects with"),
             (
                 "PublisherPolicyArn",
                 self.publisher_policy.managed_policy_arn,
@@ -141,6 +175,13 @@ class RealtimeStack(Stack):
             ),
         ):
             CfnOutput(self, name, value=value, description=description)
+        if self.config.custom_domain is not None:
+            CfnOutput(
+                self,
+                "PusherJsOptions",
+                value=json.dumps(pusher_js_options(self.config), separators=(",", ":")),
+                description="new Pusher(PusherKey, <these options>) in a pusher-js front end",
+            )
 
     # Data ------------------------------------------------------------------------------
 
@@ -173,76 +214,33 @@ class RealtimeStack(Stack):
             )
         return table
 
-    def _websocket_secret(self) -> secretsmanager.Secret:
-        secret = secretsmanager.Secret(
-            self,
-            "WebSocketAppSecret",
-            description=(
-                f"Mile Quest {self.config.name}: WebSocket app key and secret (channel auth, "
-                "connection tokens, webhook signatures)"
-            ),
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                secret_string_template=json.dumps({"key": self.config.resource_prefix}),
-                generate_string_key="secret",
-                exclude_punctuation=True,
-                password_length=48,
-            ),
-            removal_policy=self.config.cdk_removal_policy,
-        )
-        acknowledge(
-            secret,
-            "SMG4",
-            "Rotating the app secret invalidates every issued connection token and channel "
-            "signature at once; it is rotated by hand during a maintenance window.",
-        )
-        return secret
-
-    def _pusher_secret(self) -> secretsmanager.Secret:
-        # Placeholders only: the operator puts the real Pusher credentials in after deploy.
-        placeholder = {
-            "app_id": "",
-            "key": "",
-            "secret": "",
-            "cluster": self.config.pusher_cluster,
-        }
-        secret = secretsmanager.Secret(
-            self,
-            "PusherSecret",
-            description=f"Mile Quest {self.config.name}: Pusher Channels credentials",
-            secret_object_value={
-                name: SecretValue.unsafe_plain_text(value) for name, value in placeholder.items()
-            },
-            removal_policy=self.config.cdk_removal_policy,
-        )
-        acknowledge(
-            secret,
-            "SMG4",
-            "Pusher credentials are issued by Pusher; they are rotated in the Pusher dashboard "
-            "and copied here, which Secrets Manager rotation cannot do.",
-        )
-        return secret
-
     # API -------------------------------------------------------------------------------
 
     def runtime_environment(self) -> dict[str, str]:
         """The realtime settings of the runtime in this environment."""
+        config = self.config
         env = {
-            "WEBSOCKET_PROVIDER": self.config.websocket_provider,
+            "WEBSOCKET_PROVIDER": config.websocket_provider,
             "CONNECTIONS_TABLE": self.table.table_name,
             "APIGW_MANAGEMENT_ENDPOINT": self.callback_url,
             "WEBSOCKET_SECRET_ARN": self.websocket_secret.secret_arn,
+            "WEBSOCKET_APP_ID": config.websocket_app_id,
+            "WEBSOCKET_ACTIVITY_TIMEOUT": str(config.websocket_activity_timeout),
             "PUSHER_SECRET_ARN": self.pusher_secret.secret_arn,
+            "PUSHER_CLUSTER": config.pusher_cluster,
         }
-        if self.config.websocket_webhook_url is not None:
-            env["WEBSOCKET_WEBHOOK_URL"] = str(self.config.websocket_webhook_url)
+        if config.websocket_webhook_url is not None:
+            env["WEBSOCKET_WEBHOOK_URL"] = str(config.websocket_webhook_url)
         return env
 
-    def _function(self, construct_id: str, name: str, description: str) -> RuntimeFunction:
+    def _function(
+        self, construct_id: str, name: str, description: str, **extra: str
+    ) -> RuntimeFunction:
         env = self.runtime_environment()
         # The API Gateway handlers always use the API Gateway provider, whatever the
         # application publishes through.
         env["WEBSOCKET_PROVIDER"] = "apigateway"
-        del env["PUSHER_SECRET_ARN"]
+        del env["PUSHER_SECRET_ARN"], env["PUSHER_CLUSTER"]
         return RuntimeFunction(
             self,
             construct_id,
@@ -250,43 +248,81 @@ class RealtimeStack(Stack):
             handler=f"{HANDLERS}.{name}",
             service="websocket",
             description=description,
-            environment=env,
+            environment={**env, **extra},
             timeout=Duration.seconds(10 if name == "authorize" else 29),
         )
 
     def _routes(self) -> None:
-        authorizer = authorizers.WebSocketLambdaAuthorizer(
-            "TokenAuthorizer",
-            self.authorizer_function.function,
-            identity_source=[f"route.request.querystring.{TOKEN_QUERY_PARAMETER}"],
+        authorizer = (
+            authorizers.WebSocketLambdaAuthorizer(
+                "TokenAuthorizer",
+                self.authorizer_function.alias,
+                identity_source=[f"route.request.querystring.{TOKEN_QUERY_PARAMETER}"],
+            )
+            if self.authorizer_function is not None
+            else None
         )
         self.api.add_route(
             "$connect",
             integration=integrations.WebSocketLambdaIntegration(
-                "ConnectIntegration", self.connect_function.function
+                "ConnectIntegration", self.connect_function.alias
             ),
             authorizer=authorizer,
         )
         self.api.add_route(
             "$disconnect",
             integration=integrations.WebSocketLambdaIntegration(
-                "DisconnectIntegration", self.disconnect_function.function
+                "DisconnectIntegration", self.disconnect_function.alias
             ),
         )
+        message = integrations.WebSocketLambdaIntegration(
+            "MessageIntegration", self.message_function.alias
+        )
+        for route_key in MESSAGE_ROUTES:
+            self.api.add_route(route_key, integration=message, return_response=True)
+        self._ping_route()
+        unauthorized = ["$disconnect", *MESSAGE_ROUTES, PING_ROUTE]
+        if authorizer is None:
+            unauthorized.append("$connect")
+        for route_key in unauthorized:
+            acknowledge(
+                self.api.node.find_child(f"{route_key}-Route"),
+                "APIG4",
+                "Pusher connections are anonymous until channel auth or pusher:signin: every "
+                "private and presence subscription and every sign-in carries its own HMAC "
+                "signature, checked by the handler. API Gateway authorizers attach to $connect "
+                "only (the opt-in token authorizer: websocket_token_authorizer).",
+            )
+
+    def _ping_route(self) -> None:
+        """``pusher:ping`` answered by API Gateway itself: a MOCK integration, no Lambda.
+
+        The request template makes the mock answer 200; the integration response renders the
+        pong frame; the route response (two-way route) sends it back to the client.
+        """
         self.api.add_route(
-            "$default",
-            integration=integrations.WebSocketLambdaIntegration(
-                "DefaultIntegration", self.message_function.function
+            PING_ROUTE,
+            integration=integrations.WebSocketMockIntegration(
+                "PingIntegration",
+                request_templates={"$default": json.dumps({"statusCode": 200})},
+                template_selection_expression="\\$default",
             ),
             return_response=True,
         )
-        for route in ("$disconnect", "$default"):
-            acknowledge(
-                self.api.node.find_child(f"{route}-Route"),
-                "APIG4",
-                "API Gateway attaches WebSocket authorizers to $connect only; every later "
-                "message on the connection was authorized when it connected.",
-            )
+        mock = next(
+            child
+            for child in self.api.node.find_all()
+            if isinstance(child, apigw.CfnIntegration) and child.integration_type == "MOCK"
+        )
+        apigw.CfnIntegrationResponse(
+            self,
+            "PongResponse",
+            api_id=self.api.api_id,
+            integration_id=mock.ref,
+            integration_response_key="$default",
+            template_selection_expression="\\$default",
+            response_templates={"$default": PONG_FRAME},
+        )
 
     def _stage(self) -> apigw.WebSocketStage:
         throttle = self.config.websocket_throttle
@@ -349,13 +385,56 @@ class RealtimeStack(Stack):
         account.apply_removal_policy(RemovalPolicy.RETAIN)
         return account
 
+    def _custom_domain(self) -> str | None:
+        """``wss://<websocket_host>/app/<key>`` mapped to the stage (pusher-js's path)."""
+        domain = self.config.custom_domain
+        if domain is None:
+            return None
+        host = domain.websocket_host
+        name = apigw.DomainName(
+            self,
+            "WebSocketDomain",
+            domain_name=host,
+            certificate=certificate(self, "WebSocketCertificate", self.config, host),
+            endpoint_type=apigw.EndpointType.REGIONAL,
+            security_policy=apigw.SecurityPolicy.TLS_1_2,
+        )
+        # Multi-level mapping keys are allowed on regional domains with TLS 1.2.
+        apigw.ApiMapping(
+            self,
+            "AppMapping",
+            api=self.api,
+            domain_name=name,
+            stage=self.stage,
+            api_mapping_key=f"{APP_PATH_PREFIX}/{self.config.websocket_app_key}",
+        )
+        publish_host(
+            self,
+            "WebSocketDnsRecord",
+            self.config,
+            host,
+            target=targets.ApiGatewayv2DomainProperties(
+                name.regional_domain_name, name.regional_hosted_zone_id
+            ),
+            target_name=name.regional_domain_name,
+        )
+        return host
+
     def _grants(self) -> None:
-        self.websocket_secret.grant_read(self.authorizer_function.role)
-        for handler in (self.connect_function, self.disconnect_function, self.message_function):
+        if self.authorizer_function is not None:
+            self.websocket_secret.grant_read(self.authorizer_function.role)
+        for handler in (
+            self.connect_function,
+            self.announce_function,
+            self.disconnect_function,
+            self.message_function,
+        ):
             self.websocket_secret.grant_read(handler.role)
             self.table.grant_read_write_data(handler.role)
             self.stage.grant_management_api_access(handler.role)
             acknowledge(handler.role, "IAM5", PUBLISH_WILDCARDS, *self._publish_findings())
+        # $connect cannot post to its own connection: it hands the first frame to announce.
+        self.announce_function.alias.grant_invoke(self.connect_function.role)
 
     def _publisher_policy(self) -> iam.ManagedPolicy:
         """What an application triggering events through this API may do (nothing more)."""
@@ -420,3 +499,20 @@ class RealtimeStack(Stack):
         cfn = self.api.node.default_child
         assert isinstance(cfn, apigw.CfnApi)
         return cfn
+
+
+def pusher_js_options(config: EnvironmentConfig) -> dict[str, Any]:
+    """What a pusher-js front end passes to ``new Pusher(key, options)`` for ``config``."""
+    domain = config.custom_domain
+    assert domain is not None
+    api = f"https://{domain.api_host}"
+    return {
+        "cluster": config.name,  # required by pusher-js 8, unused when wsHost is set
+        "wsHost": domain.websocket_host,
+        "wsPort": 443,
+        "wssPort": 443,
+        "forceTLS": True,
+        "enabledTransports": ["ws", "wss"],
+        "channelAuthorization": {"endpoint": f"{api}/realtime/auth", "transport": "ajax"},
+        "userAuthentication": {"endpoint": f"{api}/realtime/user-auth", "transport": "ajax"},
+    }

@@ -7,16 +7,21 @@ from collections.abc import Iterable
 from aws_cdk import App, Stage, Tags
 from constructs import Construct
 
-from .config import EnvironmentConfig, environment_configs
+from .config import EnvironmentConfig, check_environments, environment_configs
 from .container import ContainerStack
 from .email import EmailStack
 from .nag import add_checks
 from .observability import ObservabilityStack
 from .realtime import RealtimeStack
+from .web import WebStack
 
 
 class MileQuestStage(Stage):
-    """The stacks of one environment; ``cdk deploy '<name>/*'`` deploys exactly these."""
+    """The stacks of one environment; ``cdk deploy '<name>/*'`` deploys exactly these.
+
+    The HTTP app runs on the container target where the environment has one, otherwise on
+    Lambda behind an HTTP API (``web``); exactly one of ``container`` and ``web`` is set.
+    """
 
     def __init__(self, scope: Construct, config: EnvironmentConfig) -> None:
         super().__init__(scope, config.name, env=config.cdk_environment)
@@ -36,8 +41,10 @@ class MileQuestStage(Stage):
             stack_name=f"{prefix}-realtime",
             description=f"Mile Quest {config.name}: WebSocket API, connections and secrets",
         )
-        self.container = (
-            ContainerStack(
+        self.container: ContainerStack | None = None
+        self.web: WebStack | None = None
+        if config.container.enabled:
+            self.container = ContainerStack(
                 self,
                 "Container",
                 config=config,
@@ -46,9 +53,16 @@ class MileQuestStage(Stage):
                 stack_name=f"{prefix}-container",
                 description=f"Mile Quest {config.name}: the HTTP app on ECS Fargate",
             )
-            if config.container.enabled
-            else None
-        )
+        else:
+            self.web = WebStack(
+                self,
+                "Web",
+                config=config,
+                email=self.email,
+                realtime=self.realtime,
+                stack_name=f"{prefix}-web",
+                description=f"Mile Quest {config.name}: the HTTP app on Lambda (HTTP API)",
+            )
         self.observability = ObservabilityStack(
             self,
             "Observability",
@@ -56,6 +70,7 @@ class MileQuestStage(Stage):
             email=self.email,
             realtime=self.realtime,
             container=self.container,
+            web=self.web,
             stack_name=f"{prefix}-observability",
             description=f"Mile Quest {config.name}: dashboard and alarms",
         )
@@ -65,6 +80,8 @@ class MileQuestStage(Stage):
 
 def build_app(app: App, configs: Iterable[EnvironmentConfig] | None = None) -> list[MileQuestStage]:
     """Add one Stage per environment to ``app`` and register the cdk-nag checks."""
-    stages = [MileQuestStage(app, config) for config in (configs or environment_configs())]
+    configs = list(configs or environment_configs())
+    check_environments(configs)
+    stages = [MileQuestStage(app, config) for config in configs]
     add_checks(app)
     return stages

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +59,9 @@ def new_app(outdir: Path, *, bundling: bool = False) -> App:
     return App(context=context, outdir=str(outdir), post_cli_context=FAIL_ON_FINDINGS)
 
 
-# What the CDK CLI provides without credentials: a region, no account.
-SYNTH_REGION = "eu-west-1"
+# What the CDK CLI would take from the caller's credentials: a region other than the stages'
+# own, so that tests see the pinned placement win.
+CLI_REGION = "us-west-2"
 
 
 @dataclass
@@ -68,6 +71,34 @@ class Synthesized:
     app: App
     stages: dict[str, MileQuestStage]
     outdir: Path
+    linting: subprocess.Popen[str] | None = None
+    _lint_result: dict[str, Any] | None = None
+
+    def start_linting(self) -> None:
+        """cfn-lint every template in a process of its own (see cfn_lint_run)."""
+        regions = {name: stage.config.region for name, stage in self.stages.items()}
+        self.linting = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.infra.cfn_lint_run",
+                str(self.outdir),
+                json.dumps(regions),
+            ],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def lint_result(self) -> dict[str, Any]:
+        if self._lint_result is None:
+            if self.linting is None:
+                self.start_linting()
+            assert self.linting is not None
+            output, _ = self.linting.communicate(timeout=600)
+            assert self.linting.returncode == 0
+            self._lint_result = json.loads(output)
+        return self._lint_result
 
     def template(self, env: str, stack: str) -> Template:
         return Template.from_json(self.template_json(env, stack))
@@ -96,7 +127,7 @@ def template_json(stage: Stage, stack_id: str) -> dict[str, Any]:
 def synth_env() -> Iterator[None]:
     """The CLI's view of the environment while the app is built."""
     saved = {k: os.environ.get(k) for k in ("CDK_DEFAULT_REGION", "CDK_DEFAULT_ACCOUNT")}
-    os.environ["CDK_DEFAULT_REGION"] = SYNTH_REGION
+    os.environ["CDK_DEFAULT_REGION"] = CLI_REGION
     os.environ.pop("CDK_DEFAULT_ACCOUNT", None)
     yield
     for key, value in saved.items():
@@ -107,13 +138,19 @@ def synth_env() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def synthesized(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """The whole app (every environment, cdk-nag included), synthesized once."""
+def synthesized(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
+    """The whole app (every environment, cdk-nag included), synthesized once; cfn-lint starts
+    on its templates in the background."""
     outdir = tmp_path_factory.mktemp("cdk-out")
     app = new_app(outdir)
     stages = {stage.config.name: stage for stage in build_app(app)}
     app.synth()
-    return Synthesized(app=app, stages=stages, outdir=outdir)
+    result = Synthesized(app=app, stages=stages, outdir=outdir)
+    result.start_linting()
+    yield result
+    if result.linting is not None and result.linting.poll() is None:
+        result.linting.kill()
+        result.linting.wait()
 
 
 def synth_variant(config: EnvironmentConfig, outdir: Path) -> Synthesized:
@@ -141,20 +178,40 @@ def only(template: dict[str, Any], type_name: str) -> dict[str, Any]:
     return properties
 
 
-ZONE_ID = "Z0123456789ABCDEFGHIJ"
+def variant(name: str, **overrides: Any) -> EnvironmentConfig:
+    """A shipped environment with ``overrides`` applied (validated like the real ones)."""
+    from infra.config import ENVIRONMENTS
+
+    return EnvironmentConfig.model_validate(ENVIRONMENTS[name].model_dump() | overrides)
+
+
+CERTIFICATE_ARN = (
+    "arn:aws:acm:eu-west-1:111111111111:certificate/0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+)
 
 
 @pytest.fixture(scope="session")
-def zoned(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """Staging with a Route 53 zone, a webhook URL and the container target enabled."""
-    from infra.config import ENVIRONMENTS
+def bare(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """dev without a hosted zone or custom domain, with the opt-in token authorizer."""
+    config = variant("dev", hosted_zone=None, custom_domain=None, websocket_token_authorizer=True)
+    return synth_variant(config, tmp_path_factory.mktemp("cdk-out-bare"))
 
-    data = ENVIRONMENTS["staging"].model_dump() | {
-        "hosted_zone": {"zone_id": ZONE_ID, "zone_name": "milequest.app"},
-        "container": {"enabled": True, "desired_count": 1},
-        "manage_apigateway_account_role": False,
-        "websocket_webhook_url": "https://hooks.milequest.app/pusher",
-    }
-    return synth_variant(
-        EnvironmentConfig.model_validate(data), tmp_path_factory.mktemp("cdk-out-zoned")
+
+@pytest.fixture(scope="session")
+def certified(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """staging on the container target with an imported certificate and no hosted zone,
+    a webhook URL, reserved concurrency, and the account role left to another stack."""
+    config = variant(
+        "staging",
+        hosted_zone=None,
+        custom_domain={
+            "websocket_host": "ws.staging.milequest.app",
+            "api_host": "api.staging.milequest.app",
+            "certificate_arn": CERTIFICATE_ARN,
+        },
+        container={"enabled": True, "desired_count": 1},
+        manage_apigateway_account_role=False,
+        reserved_concurrency=5,
+        websocket_webhook_url="https://hooks.milequest.app/pusher",
     )
+    return synth_variant(config, tmp_path_factory.mktemp("cdk-out-certified"))

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-from aws_cdk import App, Stack
+from aws_cdk import Stack
 
-from infra.config import ENVIRONMENTS, EnvironmentConfig
+from infra.config import ENVIRONMENTS
 from infra.container import CONTAINER_PORT, HEALTH_PATH, docker_context_excludes
-from infra.stage import MileQuestStage
 
-from .conftest import REPO_ROOT, RUNTIME_VARS, Synthesized, only, resources
+from .conftest import CERTIFICATE_ARN, REPO_ROOT, RUNTIME_VARS, Synthesized, only, resources
 
 
 def _prod(synthesized: Synthesized) -> dict[str, Any]:
@@ -97,24 +95,73 @@ def test_no_container_stack_where_disabled(synthesized: Synthesized) -> None:
             assert not resources(template, "AWS::ECS::Service")
 
 
-def test_https_with_certificate_when_a_zone_is_configured(zoned: Synthesized) -> None:
-    template = zoned.template_json("staging", "Container")
-    certificate = only(template, "AWS::CertificateManager::Certificate")
-    assert certificate["DomainName"] == "api.staging.milequest.app"
-    assert certificate["ValidationMethod"] == "DNS"
-    listeners = {
+def _listeners(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
         r["Properties"]["Protocol"]: r["Properties"]
         for r in resources(template, "AWS::ElasticLoadBalancingV2::Listener").values()
     }
+
+
+def _https_only(template: dict[str, Any]) -> dict[str, Any]:
+    """The HTTPS listener, after checking that plain HTTP only redirects to it."""
+    listeners = _listeners(template)
+    assert set(listeners) == {"HTTP", "HTTPS"}
     assert listeners["HTTPS"]["Port"] == 443
-    assert listeners["HTTP"]["DefaultActions"][0]["Type"] == "redirect"
+    assert listeners["HTTPS"]["SslPolicy"].startswith("ELBSecurityPolicy-TLS13")
+    (action,) = listeners["HTTP"]["DefaultActions"]
+    assert action["Type"] == "redirect"
+    assert action["RedirectConfig"]["Protocol"] == "HTTPS"
+    lb = only(template, "AWS::ElasticLoadBalancingV2::LoadBalancer")
+    attributes = {a["Key"]: a["Value"] for a in lb["LoadBalancerAttributes"]}
+    assert attributes["routing.http.drop_invalid_header_fields.enabled"] == "true"
+    return listeners["HTTPS"]
 
 
-def test_container_target_requires_a_region(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CDK_DEFAULT_REGION", raising=False)
-    config = EnvironmentConfig.model_validate(ENVIRONMENTS["prod"].model_dump())
-    with pytest.raises(ValueError, match="needs a region"):
-        MileQuestStage(App(context={"aws:cdk:bundling-stacks": []}), config)
+def test_https_with_a_certificate_validated_in_the_zone(synthesized: Synthesized) -> None:
+    config = ENVIRONMENTS["prod"]
+    assert config.custom_domain is not None
+    assert config.hosted_zone is not None
+    template = _prod(synthesized)
+    https = _https_only(template)
+    (certificate_id,) = resources(template, "AWS::CertificateManager::Certificate")
+    certificate = template["Resources"][certificate_id]["Properties"]
+    assert certificate["DomainName"] == config.custom_domain.api_host
+    assert certificate["ValidationMethod"] == "DNS"
+    assert https["Certificates"] == [{"CertificateArn": {"Ref": certificate_id}}]
+    record = only(template, "AWS::Route53::RecordSet")
+    assert record["Name"] == f"{config.custom_domain.api_host}."
+    assert record["HostedZoneId"] == config.hosted_zone.zone_id
+    outputs = {name: o["Value"] for name, o in template["Outputs"].items()}
+    assert outputs["PusherHost"] == config.custom_domain.api_host
+    assert outputs["PusherPort"] == "443"
+
+
+def test_https_with_an_imported_certificate(certified: Synthesized) -> None:
+    template = certified.template_json("staging", "Container")
+    https = _https_only(template)
+    assert https["Certificates"] == [{"CertificateArn": CERTIFICATE_ARN}]
+    assert resources(template, "AWS::Route53::RecordSet") == {}
+    record = template["Outputs"]["ApiDnsRecord"]["Value"]
+    assert record["Fn::Join"][1][0] == "api.staging.milequest.app CNAME "
+
+
+def test_custom_resource_providers_log_with_retention(synthesized: Synthesized) -> None:
+    """The VPC's default-security-group custom resource runs a CDK provider function."""
+    template = _prod(synthesized)
+    (provider_id,) = [
+        lid
+        for lid, fn in resources(template, "AWS::Lambda::Function").items()
+        if "CustomResourceProvider" in lid
+    ]
+    (group_id,) = [
+        lid
+        for lid, group in resources(template, "AWS::Logs::LogGroup").items()
+        if json.dumps({"Ref": provider_id}) in json.dumps(group["Properties"].get("LogGroupName"))
+    ]
+    group = template["Resources"][group_id]
+    assert group["Properties"]["RetentionInDays"] == ENVIRONMENTS["prod"].log_retention_days
+    (custom,) = [r for r in template["Resources"].values() if r["Type"].startswith("Custom::")]
+    assert group_id in custom["DependsOn"]
 
 
 def test_dockerignore_keeps_only_what_the_image_needs() -> None:

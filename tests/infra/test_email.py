@@ -12,7 +12,7 @@ from milequest.services.email.templates import load_template_sources
 
 from infra.config import ENVIRONMENTS
 
-from .conftest import ZONE_ID, Synthesized, only, resources
+from .conftest import Synthesized, only, resources
 
 ENVS = ("dev", "staging", "prod")
 # CloudFormation spells the event types in camelCase.
@@ -26,8 +26,7 @@ def _email(synthesized: Synthesized, env: str) -> dict[str, Any]:
 @pytest.mark.parametrize("env", ENVS)
 def test_domain_identity_with_easy_dkim_and_mail_from(synthesized: Synthesized, env: str) -> None:
     config = ENVIRONMENTS[env]
-    template = synthesized.template(env, "Email")
-    template.has_resource_properties(
+    synthesized.template(env, "Email").has_resource_properties(
         "AWS::SES::EmailIdentity",
         {
             "EmailIdentity": config.domain,
@@ -36,7 +35,11 @@ def test_domain_identity_with_easy_dkim_and_mail_from(synthesized: Synthesized, 
             "ConfigurationSetAttributes": {"ConfigurationSetName": Match.any_value()},
         },
     )
-    outputs = _email(synthesized, env)["Outputs"]
+
+
+def test_without_a_zone_the_records_are_outputs(bare: Synthesized) -> None:
+    config = bare.stages["dev"].config
+    outputs = _email(bare, "dev")["Outputs"]
     # Without a hosted zone the records to publish are stack outputs.
     for name in ("DkimRecord1", "DkimRecord2", "DkimRecord3"):
         joined = outputs[name]["Value"]["Fn::Join"][1]
@@ -48,7 +51,7 @@ def test_domain_identity_with_easy_dkim_and_mail_from(synthesized: Synthesized, 
         f"mail.{config.domain} MX 10 feedback-smtp.eu-west-1.amazonses.com"
     )
     assert "include:amazonses.com" in outputs["MailFromSpfRecord"]["Value"]
-    assert resources(_email(synthesized, env), "AWS::Route53::RecordSet") == {}
+    assert resources(_email(bare, "dev"), "AWS::Route53::RecordSet") == {}
 
 
 def test_sender_identities_only_in_sandbox(synthesized: Synthesized) -> None:
@@ -64,16 +67,20 @@ def test_sender_identities_only_in_sandbox(synthesized: Synthesized) -> None:
     assert ENVIRONMENTS["dev"].sender_addresses
 
 
-def test_hosted_zone_gets_dkim_mail_from_and_dmarc_records(zoned: Synthesized) -> None:
-    template = zoned.template_json("staging", "Email")
-    # The zone is the parent domain: the identity is still the environment's own domain.
+@pytest.mark.parametrize("env", ENVS)
+def test_hosted_zone_gets_dkim_mail_from_and_dmarc_records(
+    synthesized: Synthesized, env: str
+) -> None:
+    config = ENVIRONMENTS[env]
+    assert config.hosted_zone is not None
+    template = synthesized.template_json(env, "Email")
     identities = {
         lid: r["Properties"]["EmailIdentity"]
         for lid, r in resources(template, "AWS::SES::EmailIdentity").items()
     }
-    (identity_id,) = [lid for lid, name in identities.items() if name == "staging.milequest.app"]
+    (identity_id,) = [lid for lid, name in identities.items() if name == config.domain]
     records = [r["Properties"] for r in resources(template, "AWS::Route53::RecordSet").values()]
-    assert all(r["HostedZoneId"] == ZONE_ID for r in records)
+    assert all(r["HostedZoneId"] == config.hosted_zone.zone_id for r in records)
     by_type: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         by_type.setdefault(record["Type"], []).append(record)
@@ -81,11 +88,11 @@ def test_hosted_zone_gets_dkim_mail_from_and_dmarc_records(zoned: Synthesized) -
         json.dumps({"Fn::GetAtt": [identity_id, f"DkimDNSTokenName{i}"]}) for i in (1, 2, 3)
     }
     (mx,) = by_type["MX"]
-    assert mx["Name"] == "mail.staging.milequest.app"
-    assert mx["ResourceRecords"] == ["10 feedback-smtp.eu-west-1.amazonses.com"]
+    assert mx["Name"] == config.mail_from_domain
+    assert mx["ResourceRecords"] == [f"10 feedback-smtp.{config.region}.amazonses.com"]
     txt = {r["Name"]: r["ResourceRecords"] for r in by_type["TXT"]}
-    assert txt["mail.staging.milequest.app"] == ['"v=spf1 include:amazonses.com ~all"']
-    assert txt["_dmarc.staging.milequest.app"][0].startswith('"v=DMARC1; p=quarantine;')
+    assert txt[config.mail_from_domain] == ['"v=spf1 include:amazonses.com ~all"']
+    assert txt[f"_dmarc.{config.domain}"][0].startswith('"v=DMARC1; p=quarantine;')
     assert len(txt) == 2
     assert "DkimRecord1" not in template.get("Outputs", {})
 
@@ -157,6 +164,9 @@ def test_event_handler_subscribed_with_dead_letter_queue(
     (queue_id,) = resources(template, "AWS::SQS::Queue")
     queue = template["Resources"][queue_id]["Properties"]
     assert "KmsMasterKeyId" in queue
+    # Undelivered events are kept where the environment keeps its data (prod).
+    retain = ENVIRONMENTS[env].removal_policy == "retain"
+    assert template["Resources"][queue_id]["DeletionPolicy"] == ("Retain" if retain else "Delete")
     queue_policy = only(template, "AWS::SQS::QueuePolicy")["PolicyDocument"]["Statement"]
     assert any(
         s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
@@ -185,10 +195,12 @@ def test_event_handler_subscribed_with_dead_letter_queue(
     assert ("kms:Decrypt", key_arn) in granted
     subs = resources(template, "AWS::SNS::Subscription")
     assert len(subs) == len(EVENT_TYPES)
+    (alias_id,) = resources(template, "AWS::Lambda::Alias")
     for sub in subs.values():
         props = sub["Properties"]
         assert props["Protocol"] == "lambda"
-        assert props["Endpoint"] == {"Fn::GetAtt": [fn_id, "Arn"]}
+        # The alias (SnapStart serves published versions only), which SNS may invoke.
+        assert props["Endpoint"] == {"Ref": alias_id}
         assert props["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [queue_id, "Arn"]}}
 
 

@@ -47,7 +47,9 @@ def test_function_dlq_and_api_alarms_notify_the_alarm_topic(
     for alarm in alarms.values():
         assert alarm["AlarmActions"] == [{"Ref": topic_id}]
     errors = [a for a in alarms.values() if a.get("MetricName") == "Errors"]
-    assert len(errors) == 4
+    # SES events, connect, announce, disconnect, message, and the HTTP app's function
+    serverless = not ENVIRONMENTS[env].container.enabled
+    assert len(errors) == 5 + serverless
     assert all(a["Namespace"] == "AWS/Lambda" and a["Threshold"] == 1 for a in errors)
     dlq = _by_metric(template, "ApproximateNumberOfMessagesVisible")
     assert dlq["Threshold"] == 1
@@ -65,12 +67,12 @@ def _math_metrics(alarm: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-@pytest.mark.parametrize("env", ENVS)
-def test_authorizer_alarms_on_the_share_of_refusals(synthesized: Synthesized, env: str) -> None:
-    """Every refused token is a Lambda error of the authorizer: one must not page anyone."""
-    alarms = _alarms(synthesized.template_json(env, "Observability"))
-    authorizer = synthesized.stages[env].realtime.authorizer_function.function
-    name = synthesized.stages[env].observability.resolve(authorizer.function_name)
+def test_authorizer_alarms_on_the_share_of_refusals(bare: Synthesized) -> None:
+    """Every refused token is a Lambda error of the (opt-in) authorizer: one must not page."""
+    alarms = _alarms(bare.template_json("dev", "Observability"))
+    authorizer = bare.stages["dev"].realtime.authorizer_function
+    assert authorizer is not None
+    name = bare.stages["dev"].observability.resolve(authorizer.function.function_name)
     for alarm in alarms.values():
         if alarm.get("MetricName") == "Errors":
             assert json.dumps(name) not in json.dumps(alarm["Dimensions"])
@@ -82,6 +84,12 @@ def test_authorizer_alarms_on_the_share_of_refusals(synthesized: Synthesized, en
     (expression,) = [m["Expression"] for m in refusals["Metrics"] if "Expression" in m]
     assert "/ invocations" in expression
     assert refusals["Threshold"] == 0.5
+
+
+def test_no_authorizer_alarm_without_the_authorizer(synthesized: Synthesized) -> None:
+    for env in ENVS:
+        alarms = _alarms(synthesized.template_json(env, "Observability"))
+        assert not [a for a in alarms.values() if "Invocations" in _math_metrics(a)]
 
 
 def test_alarm_email_subscription_follows_config(synthesized: Synthesized) -> None:
@@ -109,15 +117,19 @@ def test_alarm_email_subscription_follows_config(synthesized: Synthesized) -> No
         assert "aws:SourceAccount" in publish["Condition"]["StringEquals"]
 
 
-def test_container_alarm_only_with_container(synthesized: Synthesized) -> None:
+def test_http_app_server_errors_alarm_where_it_runs(synthesized: Synthesized) -> None:
     for env in ENVS:
-        template = synthesized.template_json(env, "Observability")
-        target = [
-            a
-            for a in _alarms(template).values()
-            if a.get("MetricName") == "HTTPCode_Target_5XX_Count"
-        ]
-        assert len(target) == int(ENVIRONMENTS[env].container.enabled)
+        alarms = _alarms(synthesized.template_json(env, "Observability")).values()
+        target = [a for a in alarms if a.get("MetricName") == "HTTPCode_Target_5XX_Count"]
+        api = [a for a in alarms if a.get("MetricName") == "5xx"]
+        container = ENVIRONMENTS[env].container.enabled
+        assert len(target) == int(container)
+        assert len(api) == int(not container)
+        for alarm in api:
+            assert alarm["Namespace"] == "AWS/ApiGateway"
+            (dimension,) = alarm["Dimensions"]
+            assert dimension["Name"] == "ApiId"
+            assert "Fn::ImportValue" in json.dumps(dimension["Value"])
 
 
 @pytest.mark.parametrize("env", ENVS)
