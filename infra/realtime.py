@@ -157,7 +157,7 @@ class RealtimeStack(Stack):
         self.stage = self._stage()
         self._grants()
         self.publisher_policy = self._publisher_policy()
-        self.websocket_host = self._custom_domain()
+        self._custom_domain()
         self._outputs()
 
     def _outputs(self) -> None:
@@ -385,11 +385,11 @@ class RealtimeStack(Stack):
         account.apply_removal_policy(RemovalPolicy.RETAIN)
         return account
 
-    def _custom_domain(self) -> str | None:
+    def _custom_domain(self) -> None:
         """``wss://<websocket_host>/app/<key>`` mapped to the stage (pusher-js's path)."""
         domain = self.config.custom_domain
         if domain is None:
-            return None
+            return
         host = domain.websocket_host
         name = apigw.DomainName(
             self,
@@ -418,7 +418,6 @@ class RealtimeStack(Stack):
             ),
             target_name=name.regional_domain_name,
         )
-        return host
 
     def _grants(self) -> None:
         if self.authorizer_function is not None:

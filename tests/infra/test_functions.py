@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from typing import Any
 
@@ -61,6 +62,13 @@ def test_every_handler_is_deployed(synthesized: Synthesized, env: str) -> None:
         *(f"milequest.handlers.websocket.{name}" for name in WEBSOCKET_HANDLERS),
         *http,
     }
+
+
+def test_every_handler_exists_in_the_runtime(synthesized: Synthesized) -> None:
+    handlers = {h for env in ENVS for h in _functions(synthesized, env)}
+    for handler in handlers:
+        module, name = handler.rsplit(".", 1)
+        assert callable(getattr(importlib.import_module(module), name, None)), handler
 
 
 @pytest.mark.parametrize("env", ENVS)
