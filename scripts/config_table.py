@@ -11,6 +11,8 @@ from pathlib import Path
 
 from milequest.local.stack import LocalStackSettings
 from milequest.services.email.settings import EmailSettings
+from milequest.services.flags import FlagSettings
+from milequest.services.routing import RoutingSettings
 from milequest.services.websocket.settings import WebSocketSettings
 from milequest.web.settings import WebSettings
 from pydantic.fields import FieldInfo
@@ -77,6 +79,8 @@ def render() -> str:
         _rows("Email", EmailSettings)
         + _rows("WebSocket", WebSocketSettings)
         + _rows("HTTP app", WebSettings)
+        + _rows("Migration", RoutingSettings)
+        + _rows("Migration", FlagSettings)
         + EXTRA_ROWS
         + _rows("Local stack", LocalStackSettings)
     )

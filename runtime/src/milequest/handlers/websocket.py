@@ -136,6 +136,10 @@ def _service() -> ConnectionService:
     from milequest.services.websocket.errors import WebSocketErrorCode
 
     service = get_service("websocket")
+    from milequest.services.routing import RoutedWebSocketService
+
+    if isinstance(service, RoutedWebSocketService):  # a migration: the side with connections
+        service = service.connection_service() or service
     if not isinstance(service, ConnectionService):
         raise WebSocketError(
             WebSocketErrorCode.CONFIGURATION,

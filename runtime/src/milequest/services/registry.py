@@ -21,7 +21,8 @@ ServiceName = Literal["email", "websocket"]
 # websocket providers (and the other way round).
 _FACTORIES: dict[str, str] = {
     "email": "milequest.services.email:create_email_service",
-    "websocket": "milequest.services.websocket:create_websocket_service",
+    # The configured provider, or both sides of a migration (routing.py).
+    "websocket": "milequest.services.routing:create_routed_websocket_service",
 }
 
 _instances: dict[str, BaseService] = {}

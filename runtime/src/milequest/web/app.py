@@ -30,7 +30,9 @@ from .auth import (
     User,
     channel_policy_from_setting,
     connection_token_authenticator,
+    user_id_of,
 )
+from .client_config import client_config
 from .email_routes import email_routes
 from .pusher_api import ApiError, api_error, pusher_api_routes
 from .requests import buffered, error
@@ -185,6 +187,22 @@ def create_app(
             return _service_error_response(exc)
         return JSONResponse(signed)
 
+    async def realtime_config(request: Request) -> JSONResponse:
+        """The pusher-js options of the provider the user is assigned to (migration flags)."""
+        user = await _resolve_user(resolve, request)
+        user_id = user_id_of(user) if user is not None else None
+        if user_id is None:
+            return error(403, "not authenticated")
+        try:
+            service = await run_in_threadpool(_websocket)
+        except ServiceError as exc:
+            return _service_error_response(exc)
+        base = str(request.base_url).rstrip("/")
+        config = await run_in_threadpool(client_config, service, user_id, base, settings)
+        if config is None:
+            return error(503, "set REALTIME_WS_HOST: where pusher-js reaches this stage")
+        return JSONResponse(config)
+
     async def pusher_webhook(request: Request) -> JSONResponse:
         request = await buffered(request, MAX_WEBHOOK_BODY_BYTES)
         body = await request.body()
@@ -228,6 +246,7 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/realtime/auth", realtime_auth, methods=["POST"]),
             Route("/realtime/user-auth", user_auth, methods=["POST"]),
+            Route("/realtime/config", realtime_config, methods=["GET"]),
             Route("/webhooks/pusher", pusher_webhook, methods=["POST"]),
             *email_routes(),
             *pusher_api_routes(),

@@ -15,6 +15,12 @@ class WebSettings(ServiceSettings):
         description="Who may join private/presence channels: deny | allow-all | "
         "module:function (user, channel) -> bool",
     )
+    realtime_ws_host: str | None = Field(
+        default=None,
+        description="Host pusher-js connects to for the apigateway provider (GET /realtime/config)",
+    )
+    realtime_ws_port: int = Field(default=443, gt=0, lt=65536, description="Its port")
+    realtime_ws_tls: bool = Field(default=True, description="Whether that host speaks wss://")
     web_cors_origins: str = Field(
         default="",
         description="Comma-separated origins allowed to call the app from a browser "

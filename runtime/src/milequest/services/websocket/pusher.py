@@ -48,6 +48,7 @@ class PusherWebSocketService(WebSocketService):
         from pusher.pusher_client import PusherClient
 
         self.app_id = app_id
+        self.cluster = cluster
         self._client: PusherClient = PusherClient(
             app_id=app_id,
             key=key,
