@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import re
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -16,6 +17,10 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 _CONNECTIONS_PATH = re.compile(r"\A/(?P<stage>[^/]+)/@connections/(?P<id>[^/?]+)\Z")
+_AUTHORIZATION = re.compile(
+    r"\AAWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
+    r"SignedHeaders=([^,]+), Signature=([0-9a-f]{64})\Z"
+)
 
 
 @dataclass
@@ -30,6 +35,14 @@ class ConnectionsState:
     """Connections answering 410 to their next N calls (``$connect`` not yet returned)."""
     deleted: list[str] = field(default_factory=list)
     forbid: bool = False
+    fail: dict[str, int] = field(default_factory=dict)
+    """Connections answering 500 to their next N calls."""
+    latency: float = 0.0
+    """Seconds each request waits before it is answered."""
+    keys: dict[str, str] = field(default_factory=dict)
+    """Access key -> secret: when set, every request must carry a valid SigV4 signature."""
+    signatures: list[tuple[str, str]] = field(default_factory=list)
+    """(access key, signature) of every signed request, in arrival order."""
     requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -42,6 +55,10 @@ class ConnectionsState:
             self.not_yet.clear()
             self.deleted.clear()
             self.forbid = False
+            self.fail.clear()
+            self.latency = 0.0
+            self.keys.clear()
+            self.signatures.clear()
             self.requests = 0
 
     def frames(self, connection_id: str) -> list[dict[str, Any]]:
@@ -59,7 +76,9 @@ class _ConnectionsHandler(BaseHTTPRequestHandler):
     """API Gateway's management API: POST/GET/DELETE /{stage}/@connections/{id}.
 
     Answers 410 ``GoneException`` for closed connections and 429
-    ``LimitExceededException`` (as AWS does, with ``x-amzn-ErrorType``) while throttled.
+    ``LimitExceededException`` (as AWS does, with ``x-amzn-ErrorType``) while throttled,
+    500 while failing, and 403 to a request whose SigV4 signature does not verify against
+    ``state.keys`` (when set).
     """
 
     protocol_version = "HTTP/1.1"
@@ -78,7 +97,7 @@ class _ConnectionsHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
 
-    def _route(self) -> str | None:
+    def _route(self, body: bytes = b"") -> str | None:
         match = _CONNECTIONS_PATH.match(urlsplit(self.path).path)
         if match is None:
             self._answer(404, {"message": "Not Found"})
@@ -87,8 +106,16 @@ class _ConnectionsHandler(BaseHTTPRequestHandler):
         connection_id = unquote(match.group("id"))
         with state.lock:
             state.requests += 1
-            if state.forbid:
-                self._answer(403, {"message": "Forbidden"}, "ForbiddenException")
+        if state.latency:
+            time.sleep(state.latency)
+        problem = self._signature_problem(body) if state.keys else None
+        with state.lock:
+            if state.forbid or problem:
+                self._answer(403, {"message": problem or "Forbidden"}, "ForbiddenException")
+                return None
+            if state.fail.get(connection_id, 0) > 0:
+                state.fail[connection_id] -= 1
+                self._answer(500, {"message": "Internal server error"})
                 return None
             if state.throttle.get(connection_id, 0) > 0:
                 state.throttle[connection_id] -= 1
@@ -106,10 +133,43 @@ class _ConnectionsHandler(BaseHTTPRequestHandler):
                 return None
         return connection_id
 
+    def _signature_problem(self, body: bytes) -> str | None:
+        """Why the request's SigV4 signature is not valid for ``state.keys``, or None.
+
+        The signature is computed again over what arrived (method, path, signed headers,
+        body) with the secret of the access key it names.
+        """
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        found = _AUTHORIZATION.match(self.headers.get("Authorization", ""))
+        if found is None:
+            return "Missing Authentication Token"
+        key, day, region, service, names, signature = found.groups()
+        secret = self.server.state.keys.get(key)
+        if secret is None:
+            return f"The security token included in the request is invalid ({key})"
+        headers = {name: self.headers.get(name, "") for name in names.split(";")}
+        request = AWSRequest(
+            self.command, f"http://{self.headers['Host']}{self.path}", data=body, headers=headers
+        )
+        timestamp = self.headers.get("X-Amz-Date", "")
+        request.context["timestamp"] = timestamp
+        signer = SigV4Auth(Credentials(key, secret), service, region)
+        expected = signer.signature(
+            signer.string_to_sign(request, signer.canonical_request(request)), request
+        )
+        with self.server.state.lock:
+            self.server.state.signatures.append((key, signature))
+        if not timestamp.startswith(day) or not hmac.compare_digest(expected, signature):
+            return "The request signature we calculated does not match the signature you provided"
+        return None
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         data = self.rfile.read(length)
-        connection_id = self._route()
+        connection_id = self._route(data)
         if connection_id is None:
             return
         with self.server.state.lock:
@@ -133,6 +193,11 @@ class _ConnectionsHandler(BaseHTTPRequestHandler):
 class _ConnectionsServer(ThreadingHTTPServer):
     daemon_threads = True
     state: ConnectionsState
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client closing its pooled keep-alive connections is not an error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class LocalServer:

@@ -159,14 +159,18 @@ def test_max_attempts_counts_the_first_call(
     apigw.close()
 
 
-def test_forbidden_management_api_is_unauthorized(
+def test_forbidden_management_api_is_a_configuration_error(
     apigw: ApiGatewayWebSocketService, connections: ConnectionsState
 ) -> None:
     _join(apigw, "team")
     connections.forbid = True
+    before = connections.requests
     with pytest.raises(WebSocketError) as err:
         apigw.trigger("team", "ev", 1)
-    assert err.value.code is WebSocketErrorCode.UNAUTHORIZED
+    assert err.value.code is WebSocketErrorCode.CONFIGURATION
+    assert not err.value.retryable
+    assert "execute-api:ManageConnections" in err.value.message
+    assert connections.requests - before == 1  # not retried
 
 
 def test_unreachable_endpoint_is_provider_unavailable(table: str) -> None:

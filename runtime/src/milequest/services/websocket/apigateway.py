@@ -1,9 +1,9 @@
 """API Gateway WebSocket provider: connections and subscriptions in DynamoDB.
 
-Fan-out posts to each connection through the management API (``post_to_connection``) on a
-bounded thread pool whose size matches botocore's connection pool. Throttling
-(``LimitExceededException`` / 429) is retried by botocore's ``standard``/``adaptive`` retry
-mode, which lists that code among its throttling errors, so there is no retry loop here.
+Fan-out posts to each connection through the management API's ``@connections`` resource on
+the signed HTTP path of :mod:`.delivery` (many requests in flight, retried like botocore's
+standard mode); everything else (DynamoDB, ``delete_connection``, a connection's first
+frame) goes through boto3.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from milequest.services.errors import ServiceError
 from milequest.services.health import HealthState
 from milequest.services.metrics import MetricsSink
 
 from . import protocol, webhooks
+from .delivery import ConnectionPoster, Failure, management_region
 from .errors import WebSocketError
 from .models import (
     BatchEvent,
@@ -135,7 +137,8 @@ class ApiGatewayWebSocketService(ConnectionService):
         app_secret: str | None,
         max_payload_bytes: int = 128 * 1024,
         encryption_master_key: bytes | None = None,
-        concurrency: int = 64,
+        concurrency: int = 256,
+        post_timeout: float = 5.0,
         connection_ttl_seconds: int = 2 * 3600 + 600,
         client_event_rate: int = 10,
         announce_timeout_seconds: float = 10.0,
@@ -154,6 +157,7 @@ class ApiGatewayWebSocketService(ConnectionService):
         self.table_name = table_name
         self.management_endpoint = management_endpoint
         self.concurrency = concurrency
+        self.post_timeout = post_timeout
         self.connection_ttl_seconds = connection_ttl_seconds
         self.client_event_rate = client_event_rate
         self.announce_timeout_seconds = announce_timeout_seconds
@@ -163,6 +167,7 @@ class ApiGatewayWebSocketService(ConnectionService):
         self._lock = threading.Lock()
         self._ddb: DynamoDBClient | None = None
         self._mgmt: ApiGatewayManagementApiClient | None = None
+        self._poster_instance: ConnectionPoster | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._cleanup_pool: ThreadPoolExecutor | None = None
 
@@ -188,18 +193,45 @@ class ApiGatewayWebSocketService(ConnectionService):
                 self._mgmt = boto3.client(
                     "apigatewaymanagementapi",
                     endpoint_url=self.management_endpoint,
-                    # Fan-out is CPU-bound in botocore; its parameter validation costs about
-                    # a fifth of each call, and ids and payloads are validated before.
                     config=Config(
                         retries=retries,
-                        max_pool_connections=self.concurrency,
-                        parameter_validation=False,
-                        connect_timeout=5,
-                        read_timeout=10,
+                        connect_timeout=self.post_timeout,
+                        read_timeout=self.post_timeout,
                         tcp_keepalive=True,
                     ),
                 )
             return self._ddb, self._mgmt
+
+    def _poster(self) -> ConnectionPoster:
+        poster = self._poster_instance
+        if poster is not None:
+            return poster
+        with self._lock:
+            if self._poster_instance is None:
+                import boto3
+
+                session = boto3.session.Session()
+                credentials = session.get_credentials()
+                if credentials is None:
+                    raise self._error(
+                        "CONFIGURATION", "no AWS credentials to sign management API calls with"
+                    )
+                region = management_region(self.management_endpoint, session.region_name)
+                if region is None:
+                    raise self._error(
+                        "CONFIGURATION",
+                        "no region to sign management API calls for: set AWS_REGION",
+                    )
+                self._poster_instance = ConnectionPoster(
+                    self.management_endpoint,
+                    region=region,
+                    credentials=credentials,
+                    concurrency=self.concurrency,
+                    max_attempts=self._max_attempts,
+                    retry_mode=self._retry_mode,
+                    timeout=self.post_timeout,
+                )
+            return self._poster_instance
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -220,12 +252,15 @@ class ApiGatewayWebSocketService(ConnectionService):
             return self._cleanup_pool
 
     def close(self) -> None:
-        """Stop the worker threads (they start again if the service is used)."""
+        """Stop the worker threads and close pooled connections (both come back on use)."""
         with self._lock:
             pools, self._pool, self._cleanup_pool = (self._pool, self._cleanup_pool), None, None
+            poster, self._poster_instance = self._poster_instance, None
         for pool in pools:
             if pool is not None:
                 pool.shutdown(wait=True)
+        if poster is not None:
+            poster.close()
 
     # -- table access ------------------------------------------------------------------------
 
@@ -332,47 +367,39 @@ class ApiGatewayWebSocketService(ConnectionService):
 
     # -- fan-out -----------------------------------------------------------------------------
 
-    def _post(self, target: tuple[str, list[bytes]]) -> tuple[int, bool, list[Exception]]:
-        """Post one connection's messages in order; stops at a 410 (the connection is gone)."""
-        connection_id, messages = target
-        _, mgmt = self._clients()
-        delivered, errors = 0, list[Exception]()
-        for data in messages:
-            try:
-                mgmt.post_to_connection(ConnectionId=connection_id, Data=data)
-            except mgmt.exceptions.GoneException:
-                return delivered, True, errors
-            except Exception as exc:
-                if _http_status(exc) == 410:  # a gateway that names no error type
-                    return delivered, True, errors
-                logger.warning("post_to_connection %s failed: %s", connection_id, exc)
-                errors.append(exc)
-            else:
-                delivered += 1
-        return delivered, False, errors
-
     def _fanout(self, targets: list[tuple[str, bytes]]) -> tuple[int, list[str], int]:
         """Post every (connection, data); returns delivered, gone connection ids, failed.
 
-        One task per connection keeps each connection's messages in order. Raises the
-        mapped error when every post failed (the endpoint is down, say).
+        Each connection gets its messages in order. Raises the mapped error when nothing
+        could be delivered and no connection was found gone (the endpoint is down, say).
         """
         grouped: dict[str, list[bytes]] = {}
         for connection_id, data in targets:
             grouped.setdefault(connection_id, []).append(data)
-        work = list(grouped.items())
-        if not work:
+        if not grouped:
             return 0, [], 0
-        if len(work) == 1:
-            outcomes = [self._post(work[0])]
-        else:
-            outcomes = list(self._executor().map(self._post, work))
-        gone = [cid for (cid, _), (_, is_gone, _) in zip(work, outcomes, strict=True) if is_gone]
-        delivered = sum(d for d, _, _ in outcomes)
-        errors = [e for _, _, errs in outcomes for e in errs]
-        if errors and not delivered and not gone:
-            raise self._map_error(errors[0])
-        return delivered, gone, len(errors)
+        outcomes = self._poster().post_many(list(grouped.items()))
+        delivered = sum(o.delivered for o in outcomes)
+        gone = [o.connection_id for o in outcomes if o.gone]
+        missed = [o for o in outcomes if not o.gone and o.delivered < len(grouped[o.connection_id])]
+        failed = sum(len(grouped[o.connection_id]) - o.delivered for o in missed)
+        if missed:
+            first = next((o.failure for o in missed if o.failure is not None), None)
+            logger.warning("%d connection(s) not reached; first failure: %s", len(missed), first)
+            if not delivered and not gone:
+                raise self._failure_error(first)
+        return delivered, gone, failed
+
+    def _failure_error(self, failure: Failure | None) -> ServiceError:
+        if failure is None:
+            return self._error("PROVIDER_UNAVAILABLE", "no delivery was attempted", retryable=True)
+        code = {
+            "throttled": "RATE_LIMITED",
+            "unavailable": "PROVIDER_UNAVAILABLE",
+            "unreachable": "PROVIDER_UNAVAILABLE",
+            "forbidden": "CONFIGURATION",
+        }.get(failure.kind, "PROVIDER_ERROR")
+        return self._error(code, failure.message, retryable=failure.retryable)
 
     def _deliver(
         self, targets: list[tuple[str, bytes]], excluded: int, channels: list[str]
@@ -384,6 +411,7 @@ class ApiGatewayWebSocketService(ConnectionService):
             list(self._cleaner().map(lambda cid: self._forget([cid]), gone))
         self.record_metric("Deliveries", delivered)
         self.record_metric("GoneConnections", len(gone))
+        self.record_metric("FailedDeliveries", failed)
         return TriggerResult(
             channels=channels,
             delivered=delivered,

@@ -102,6 +102,7 @@ def _apigateway(settings: WebSocketSettings, metrics: MetricsSink | None) -> Web
         max_payload_bytes=APIGATEWAY_MAX_PAYLOAD,
         encryption_master_key=encryption_master_key(settings),
         concurrency=settings.websocket_fanout_concurrency,
+        post_timeout=settings.websocket_post_timeout,
         client_event_rate=settings.websocket_client_event_rate,
         connection_ttl_seconds=settings.websocket_connection_ttl_seconds,
         webhook_url=settings.websocket_webhook_url,

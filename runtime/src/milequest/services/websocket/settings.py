@@ -98,16 +98,28 @@ class WebSocketSettings(ServiceSettings):
         description="Where the handlers POST Pusher-format webhooks",
     )
     websocket_fanout_concurrency: int = Field(
-        default=64, ge=1, le=1000, description="Parallel post_to_connection calls"
+        default=256,
+        ge=1,
+        le=1000,
+        description="Deliveries in flight at once per process (HTTP requests to @connections)",
+    )
+    websocket_post_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Connect and read timeout of each @connections request (s)",
     )
     websocket_connection_ttl_seconds: int = Field(
         default=2 * 3600 + 600, ge=60, description="TTL of connection records"
     )
     websocket_max_attempts: int = Field(
-        default=5, ge=1, le=20, description="Attempts per management-API call (throttling)"
+        default=5,
+        ge=1,
+        le=20,
+        description="Attempts per management-API call, the first included (429, 5xx)",
     )
     websocket_retry_mode: Literal["standard", "adaptive"] = Field(
-        default="standard", description="botocore retry mode"
+        default="standard", description="botocore retry mode (deliveries follow it too)"
     )
 
     # mock
