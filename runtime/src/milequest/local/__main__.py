@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -21,9 +22,13 @@ def parse_args(argv: list[str] | None = None) -> LocalStackConfig:
     parser = argparse.ArgumentParser(
         prog="python -m milequest.local",
         description="The Mile Quest local stack: embedded AWS (moto), an API Gateway "
-        "WebSocket emulator, an SMTP sink, the HTTP app and a dev console.",
+        "WebSocket emulator speaking the Pusher protocol, an SMTP sink, the HTTP app and a "
+        "dev console.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--host", default=config.host, help="interface to listen on")
+    parser.add_argument(
+        "--host", default=config.host, help="interface to listen on (env LOCAL_HOST)"
+    )
     ports = (
         ("aws", "embedded AWS (moto)"),
         ("gateway", "WebSocket gateway"),
@@ -43,16 +48,23 @@ def parse_args(argv: list[str] | None = None) -> LocalStackConfig:
         "--email-provider",
         choices=("smtp", "ses"),
         default=config.email_provider,
-        help="EMAIL_PROVIDER the stack exports: smtp (the sink) or ses (the embedded SES)",
+        help="EMAIL_PROVIDER the stack exports: smtp (the sink) or ses (the embedded SES) "
+        "(env LOCAL_EMAIL_PROVIDER)",
     )
     parser.add_argument(
         "--idle-timeout",
         type=float,
         default=config.idle_timeout,
         metavar="SECONDS",
-        help="close WebSocket connections idle this long (API Gateway: 600)",
+        help="close WebSocket connections idle this long, as API Gateway does "
+        "(env LOCAL_IDLE_TIMEOUT)",
     )
-    parser.add_argument("--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log every part's INFO messages (handler calls, connections, deliveries); "
+        "without it only warnings and errors are logged",
+    )
     args = parser.parse_args(argv)
     for name, _ in ports:
         port = getattr(args, f"{name}_port")
@@ -64,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> LocalStackConfig:
     config.host = args.host
     config.email_provider = args.email_provider
     config.idle_timeout = args.idle_timeout
+    # The handlers log through Powertools, which reads its level when they are imported.
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO" if args.verbose else "WARNING")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
