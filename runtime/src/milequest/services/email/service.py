@@ -8,6 +8,7 @@ run inside :meth:`BaseService._run` (metrics, error mapping). The shared suppres
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from abc import abstractmethod
@@ -155,8 +156,9 @@ class EmailService(BaseService):
             self.bulk_templates = parse_bulk_templates(settings.email_bulk_templates)
         except ValueError as exc:
             raise self._config_error(f"EMAIL_BULK_TEMPLATES: {exc}") from None
-        self.suppression: SuppressionStore = suppression or create_suppression_store(settings)
-        self._unsubscribe_key: tuple[bytes | None] | None = None
+        self.suppression: SuppressionStore = (
+            suppression if suppression is not None else create_suppression_store(settings)
+        )
 
     def _config_error(self, message: str) -> EmailError:
         return EmailError(EmailErrorCode.CONFIGURATION, message, provider=self.provider_name)
@@ -343,7 +345,7 @@ class EmailService(BaseService):
         from .unsubscribe import unsubscribe_headers
 
         url = self.settings.email_unsubscribe_url
-        secret = self._unsubscribe_secret()
+        secret = self._unsubscribe_secret
         if not url or secret is None:
             raise self._error(
                 "CONFIGURATION",
@@ -354,13 +356,12 @@ class EmailService(BaseService):
             url, secret, bare_address(recipient), category, self.settings.email_unsubscribe_mailto
         )
 
+    @functools.cached_property
     def _unsubscribe_secret(self) -> bytes | None:
         # Resolved on first bulk send: a secret ARN costs a call that most processes skip.
-        if self._unsubscribe_key is None:
-            from .credentials import unsubscribe_secret
+        from .credentials import unsubscribe_secret
 
-            self._unsubscribe_key = (unsubscribe_secret(self.settings),)
-        return self._unsubscribe_key[0]
+        return unsubscribe_secret(self.settings)
 
     def _without_suppressed(self, outs: list[Outgoing]) -> list[Outgoing | EmailError]:
         """Each message without its suppressed recipients (one store lookup per category),

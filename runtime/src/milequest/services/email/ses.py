@@ -188,7 +188,7 @@ class _Cached:
     """A value loaded on demand and kept for ``ttl`` seconds (thread-safe).
 
     Only the first load blocks. Once a value exists, an expired one is still served while a
-    single background thread reloads it, so a slow listing (a large suppression list pages
+    single background thread reloads it, so a slow listing (SES pages its non-sending calls
     at about one request per second) never stalls the sends that consult it.
     """
 
@@ -222,11 +222,6 @@ class _Cached:
                 self._value = value
             self._stamp = time.monotonic()
             self._refreshing = False
-
-    def update(self, change: Callable[[Any], None]) -> None:
-        with self._lock:
-            if self._value is not None:
-                change(self._value)
 
 
 class SesEmailService(EmailService):
