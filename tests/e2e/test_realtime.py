@@ -301,3 +301,38 @@ def test_dropping_motos_model_tracking_keeps_the_connections_table_intact(
     assert dropped > 0
     assert result.delivered == 1
     assert frame["data"] == 2
+
+
+def test_dual_publish_reaches_pusher_js_here_and_a_client_of_the_other_provider(
+    stack: LocalStack, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from milequest.services import flags, get_service
+    from milequest.services.routing import RoutedTriggerResult, RoutedWebSocketService
+    from milequest.services.websocket.mock import MockWebSocketService
+
+    flag_file = tmp_path / "flags.json"
+    flag_file.write_text('{"websocket_dual_publish": {"default": true}}')
+    monkeypatch.setenv("FEATURE_FLAGS_FILE", str(flag_file))
+    monkeypatch.setenv("WEBSOCKET_SECONDARY_PROVIDER", "mock")
+    reset_services()
+    flags.reset_flags()
+    try:
+        routed = get_service("websocket")
+        assert isinstance(routed, RoutedWebSocketService)
+        other_side = routed.secondary
+        assert isinstance(other_side, MockWebSocketService)
+        with pusher_js_clients(1) as [client]:
+            _connected(stack, client, "alice")
+            client.subscribe("team-dual")
+            elsewhere = other_side.add_subscriber("team-dual")
+            result = routed.trigger("team-dual", "both", {"n": 1})
+            assert isinstance(result, RoutedTriggerResult)
+            assert {n: r.delivered for n, r in result.providers.items()} == {
+                "apigateway": 1,
+                "mock": 1,
+            }
+            assert client.wait_type("event", event="both")["data"] == {"n": 1}
+            assert [f["event"] for f in other_side.received[elsewhere]] == ["both"]
+    finally:
+        reset_services()
+        flags.reset_flags()
