@@ -100,8 +100,12 @@ test-lambda-python: setup
 	  echo "SKIPPED: the runtime suite on Python $(LAMBDA_PYTHON_VERSION), the Lambda functions' version"; \
 	fi
 
-test: lint docs-check test-lambda-python
-	$(VENV)/bin/pytest
+# Both suites run even when the first fails, so that one run reports every failure.
+test: lint docs-check
+	@status=0; \
+	$(MAKE) --no-print-directory test-lambda-python || status=$$?; \
+	$(VENV)/bin/pytest || status=$$?; \
+	exit $$status
 
 test-fast: setup
 	$(VENV)/bin/pytest -x -q -m "not slow"
