@@ -43,6 +43,8 @@ class ConnectionsState:
     """Access key -> secret: when set, every request must carry a valid SigV4 signature."""
     signatures: list[tuple[str, str]] = field(default_factory=list)
     """(access key, signature) of every signed request, in arrival order."""
+    tries: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Requests per connection id, whatever they were answered."""
     requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -59,6 +61,7 @@ class ConnectionsState:
             self.latency = 0.0
             self.keys.clear()
             self.signatures.clear()
+            self.tries.clear()
             self.requests = 0
 
     def frames(self, connection_id: str) -> list[dict[str, Any]]:
@@ -106,6 +109,7 @@ class _ConnectionsHandler(BaseHTTPRequestHandler):
         connection_id = unquote(match.group("id"))
         with state.lock:
             state.requests += 1
+            state.tries[connection_id] += 1
         if state.latency:
             time.sleep(state.latency)
         problem = self._signature_problem(body) if state.keys else None

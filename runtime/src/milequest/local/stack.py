@@ -29,6 +29,7 @@ from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route
 
 from .aws import AwsResources, EmbeddedAws, ProvisioningReport
+from .fanout import FanoutConsumer, create_fanout_queues
 from .gateway import DEFAULT_IDLE_TIMEOUT, GatewayConfig, WebSocketGateway
 from .lambda_runtime import WEBSOCKET_HANDLERS_MODULE, WebSocketHandlers
 from .management import create_management_app
@@ -80,6 +81,8 @@ class LocalStackConfig:
     )
     """Master key of ``private-encrypted-`` channels (base64, new for each stack)."""
     lost_disconnect_delay: float | None = 5.0
+    fanout_workers: int = 4
+    """Threads consuming the fan-out shard queue (``milequest.handlers.fanout``)."""
     handlers_module: str = WEBSOCKET_HANDLERS_MODULE
     resources: AwsResources = field(default_factory=AwsResources)
     export_env: bool = True
@@ -117,6 +120,9 @@ class LocalStackSettings(BaseSettings):
     email_provider: EmailProvider = Field("smtp", description="smtp (the sink) or ses")
     idle_timeout: float = Field(
         DEFAULT_IDLE_TIMEOUT, gt=0, description="Seconds before an idle WebSocket is closed"
+    )
+    fanout_workers: int = Field(
+        4, ge=1, le=64, description="Workers delivering fan-out shards of large channels"
     )
 
 
@@ -159,6 +165,7 @@ class LocalStack:
             ),
         )
         self.smtp = SmtpSink()
+        self.fanout: FanoutConsumer | None = None
         self.webhooks: deque[dict[str, Any]] = deque(maxlen=200)
         self.provisioning = ProvisioningReport()
         self.env: dict[str, str] = {}
@@ -215,6 +222,7 @@ class LocalStack:
             self._compute_env()
             if cfg.export_env:
                 self._export_env()
+            self._fanout_consumer().start()
             self._thread = threading.Thread(target=self._run, name="local-stack", daemon=True)
             self._thread.start()
             if not self._ready.wait(STARTUP_TIMEOUT_S):
@@ -235,6 +243,9 @@ class LocalStack:
         if not self._running:
             return
         self._running = False
+        if self.fanout is not None:  # first: its shards still need the management API
+            self.fanout.stop()
+            self.fanout = None
         if self._loop is not None and self._stop_requested is not None:
             self._loop.call_soon_threadsafe(self._stop_requested.set)
         if self._thread is not None:
@@ -284,6 +295,7 @@ class LocalStack:
             "WEBSOCKET_ANNOUNCE_FUNCTION": WebSocketGateway.ANNOUNCE_FUNCTION,
             "AWS_ENDPOINT_URL_LAMBDA": management_base,
             "WEBSOCKET_WEBHOOK_URL": f"{http_url}/webhooks/pusher",
+            "WEBSOCKET_FANOUT_QUEUE_URL": self._fanout_consumer().queues.queue_url,
             "REALTIME_CHANNEL_POLICY": "allow-all",
             "EMAIL_PROVIDER": cfg.email_provider,
             "DEFAULT_FROM_EMAIL": f"noreply@{res.sender_domain}",
@@ -294,6 +306,18 @@ class LocalStack:
             "SMTP_PORT": str(ports["SMTP sink"]),
             "SMTP_SECURITY": "none",
         }
+
+    def _fanout_consumer(self) -> FanoutConsumer:
+        """The shard queue on the embedded SQS and its workers (started with the stack)."""
+        if self.fanout is None:
+            import boto3
+
+            region = self.config.resources.region
+            sqs = boto3.client("sqs", **self.aws.client_options())
+            self.fanout = FanoutConsumer(
+                sqs, create_fanout_queues(sqs), workers=self.config.fanout_workers, region=region
+            )
+        return self.fanout
 
     def _export_env(self) -> None:
         for name, value in self.env.items():

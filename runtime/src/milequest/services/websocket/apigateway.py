@@ -9,36 +9,52 @@ frame) goes through boto3.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
+import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import ValidationError
 
 from milequest.services.errors import ServiceError
 from milequest.services.health import HealthState
 from milequest.services.metrics import MetricsSink
 
 from . import protocol, webhooks
-from .delivery import ConnectionPoster, Failure, management_region
+from .delivery import (
+    ConnectionPoster,
+    Failure,
+    ShardJob,
+    ShardQueue,
+    ShardQueueError,
+    management_region,
+    remainder_jobs,
+    shard_jobs,
+)
 from .errors import WebSocketError
 from .models import (
     BatchEvent,
     ChannelInfo,
     ChannelUser,
     PresenceUser,
+    ShardReport,
     SubscriptionResult,
     TriggerResult,
     WebhookEvent,
 )
 from .protocol import is_presence
-from .service import ConnectionService
+from .service import ConnectionService, _brief, merge_results
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sqs import SQSClient
 
 logger = logging.getLogger("milequest.services.websocket")
 
@@ -116,6 +132,47 @@ def _chan_pk(channel: str) -> str:
     return f"CHAN#{channel}"
 
 
+@dataclass
+class _Members:
+    """A channel's connection ids as the Query pages them, and how many were excluded."""
+
+    ids: Iterator[str] = field(default_factory=lambda: iter(()))
+    excluded: int = 0
+
+
+@dataclass(frozen=True)
+class _Route:
+    """How one channel is delivered: to ``connections`` inline, or in ``shards``."""
+
+    connections: list[str]
+    excluded: int
+    shards: int = 0
+    queued: int = 0
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A trigger's inline (connection, frame) targets and what went to shards."""
+
+    targets: list[tuple[str, bytes]]
+    excluded: int
+    shards: int
+    queued: int
+
+
+def _merged(results: Sequence[TriggerResult]) -> TriggerResult:
+    """:func:`merge_results`, with the shards of every part."""
+    return merge_results(results).model_copy(
+        update={"shards": sum(r.shards for r in results), "queued": sum(r.queued for r in results)}
+    )
+
+
+def _requeue_delay(attempt: int) -> int:
+    """Seconds before a shard's remainder is tried again: full jitter, doubling (SQS's
+    ``DelaySeconds`` is whole seconds, at most 900)."""
+    return random.randint(1, min(900, 2**attempt))
+
+
 def _http_status(exc: Exception) -> int:
     response = getattr(exc, "response", None)
     if not isinstance(response, dict):
@@ -139,6 +196,10 @@ class ApiGatewayWebSocketService(ConnectionService):
         encryption_master_key: bytes | None = None,
         concurrency: int = 256,
         post_timeout: float = 5.0,
+        fanout_queue_url: str | None = None,
+        fanout_threshold: int = 2000,
+        fanout_shard_size: int = 500,
+        fanout_shard_retries: int = 3,
         connection_ttl_seconds: int = 2 * 3600 + 600,
         client_event_rate: int = 10,
         announce_timeout_seconds: float = 10.0,
@@ -158,6 +219,10 @@ class ApiGatewayWebSocketService(ConnectionService):
         self.management_endpoint = management_endpoint
         self.concurrency = concurrency
         self.post_timeout = post_timeout
+        self.fanout_queue_url = fanout_queue_url
+        self.fanout_threshold = fanout_threshold
+        self.fanout_shard_size = fanout_shard_size
+        self.fanout_shard_retries = fanout_shard_retries
         self.connection_ttl_seconds = connection_ttl_seconds
         self.client_event_rate = client_event_rate
         self.announce_timeout_seconds = announce_timeout_seconds
@@ -168,6 +233,7 @@ class ApiGatewayWebSocketService(ConnectionService):
         self._ddb: DynamoDBClient | None = None
         self._mgmt: ApiGatewayManagementApiClient | None = None
         self._poster_instance: ConnectionPoster | None = None
+        self._sqs: SQSClient | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._cleanup_pool: ThreadPoolExecutor | None = None
 
@@ -232,6 +298,22 @@ class ApiGatewayWebSocketService(ConnectionService):
                     timeout=self.post_timeout,
                 )
             return self._poster_instance
+
+    def _sqs_client(self) -> SQSClient:
+        with self._lock:
+            if self._sqs is None:
+                import boto3
+                from botocore.config import Config
+
+                retries: Any = {"mode": self._retry_mode, "total_max_attempts": self._max_attempts}
+                self._sqs = boto3.client("sqs", config=Config(retries=retries))
+            return self._sqs
+
+    def _shard_queue(self) -> ShardQueue | None:
+        """Where large channels' shards go; None: every channel is delivered inline."""
+        if not self.fanout_queue_url:
+            return None
+        return ShardQueue(self._sqs_client, self.fanout_queue_url)
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -401,54 +483,171 @@ class ApiGatewayWebSocketService(ConnectionService):
         }.get(failure.kind, "PROVIDER_ERROR")
         return self._error(code, failure.message, retryable=failure.retryable)
 
-    def _deliver(
-        self, targets: list[tuple[str, bytes]], excluded: int, channels: list[str]
-    ) -> TriggerResult:
-        delivered, gone, failed = self._fanout(targets)
-        if len(gone) == 1:
-            self._forget(gone)
-        elif gone:
-            list(self._cleaner().map(lambda cid: self._forget([cid]), gone))
+    def _deliver(self, plan: _Plan, channels: list[str]) -> TriggerResult:
+        delivered, gone, failed = self._fanout(plan.targets)
+        self._clean_up(gone)
         self.record_metric("Deliveries", delivered)
         self.record_metric("GoneConnections", len(gone))
         self.record_metric("FailedDeliveries", failed)
+        if plan.shards:
+            self.record_metric("ShardsQueued", plan.shards)
         return TriggerResult(
             channels=channels,
             delivered=delivered,
             gone=len(gone),
             failed=failed,
-            excluded=excluded,
+            excluded=plan.excluded,
+            shards=plan.shards,
+            queued=plan.queued,
         )
 
-    def _targets(
-        self, channel: str, message: bytes, exclude: str | None
-    ) -> tuple[list[tuple[str, bytes]], int]:
-        targets, excluded = [], 0
-        for item in self._subscriptions(channel):
-            connection_id = item[CONNECTION_ATTRIBUTE]["S"]
-            if connection_id == exclude:
-                excluded += 1
-            else:
-                targets.append((connection_id, message))
-        return targets, excluded
+    def _clean_up(self, gone: list[str]) -> None:
+        if len(gone) == 1:
+            self._forget(gone)
+        elif gone:
+            list(self._cleaner().map(lambda cid: self._forget([cid]), gone))
 
-    def _collect(
-        self, wanted: list[tuple[str, bytes, str | None]]
-    ) -> tuple[list[tuple[str, bytes]], int]:
-        """Targets of several (channel, message, excluded connection) at once.
+    def _channel_connections(self, channel: str, exclude: str | None) -> _Members:
+        """The channel's connection ids (a small projection, page by page), minus ``exclude``."""
+        members = _Members()
 
-        The channels' Queries run on the fan-out pool; the order of ``wanted`` is kept, so
-        each connection gets its messages in that order.
+        def ids() -> Iterator[str]:
+            for item in self._query(
+                **self._in_channel(channel, "CONN#"), ProjectionExpression=CONNECTION_ATTRIBUTE
+            ):
+                connection_id = item[CONNECTION_ATTRIBUTE]["S"]
+                if connection_id == exclude:
+                    members.excluded += 1
+                else:
+                    yield connection_id
+
+        members.ids = ids()
+        return members
+
+    def _route(self, channel: str, frames: list[str], exclude: str | None) -> _Route:
+        """Inline for a small channel; above the threshold (with a queue), fan-out shards.
+
+        The first ``fanout_threshold + 1`` ids decide; a large channel's ids then go
+        straight from the Query's pages into shards, never all held at once.
         """
-        if len(wanted) == 1:
-            found = [self._targets(*wanted[0])]
+        members = self._channel_connections(channel, exclude)
+        head = list(itertools.islice(members.ids, self.fanout_threshold + 1))
+        queue = self._shard_queue()
+        if queue is None or len(head) <= self.fanout_threshold:
+            return _Route(head + list(members.ids), members.excluded)
+        jobs = shard_jobs(
+            channel, frames, itertools.chain(head, members.ids), self.fanout_shard_size
+        )
+        try:
+            shards, queued = queue.send(jobs)
+        except ShardQueueError as exc:
+            raise self._error("PROVIDER_UNAVAILABLE", str(exc), retryable=True) from None
+        logger.info("channel %s: %d connections in %d shards", channel, queued, shards)
+        return _Route([], members.excluded, shards, queued)
+
+    def _plan(self, wanted: list[tuple[str, str, str | None]]) -> _Plan:
+        """Where each (channel, frame, excluded connection) goes: targets or shards.
+
+        Each channel is read once (its Queries run on the fan-out pool); inline targets
+        keep the order of ``wanted``, so each connection gets its messages in that order,
+        and a sharded channel's frames travel together in its shards.
+        """
+        keys = list(dict.fromkeys((channel, exclude) for channel, _, exclude in wanted))
+        frames = {key: [f for c, f, x in wanted if (c, x) == key] for key in keys}
+        if len(keys) == 1:
+            routes = {keys[0]: self._route(keys[0][0], frames[keys[0]], keys[0][1])}
         else:
-            found = list(self._executor().map(lambda w: self._targets(*w), wanted))
-        targets = [t for part, _ in found for t in part]
-        return targets, sum(skipped for _, skipped in found)
+            found = self._executor().map(lambda k: self._route(k[0], frames[k], k[1]), keys)
+            routes = dict(zip(keys, found, strict=True))
+        targets = [
+            (connection_id, frame.encode())
+            for channel, frame, exclude in wanted
+            for connection_id in routes[channel, exclude].connections
+        ]
+        return _Plan(
+            targets,
+            excluded=sum(routes[channel, exclude].excluded for channel, _, exclude in wanted),
+            shards=sum(r.shards for r in routes.values()),
+            queued=sum(r.queued for r in routes.values()),
+        )
 
     def _excluded(self, socket_id: str | None) -> str | None:
         return self._connection_of(socket_id) if socket_id is not None else None
+
+    # -- fan-out workers ---------------------------------------------------------------------
+
+    def deliver_shard(
+        self, job: ShardJob | Mapping[str, Any] | str | bytes, *, deadline: float | None = None
+    ) -> ShardReport:
+        """Deliver one fan-out shard (what :mod:`milequest.handlers.fanout` calls per record).
+
+        Gone connections are cleaned up. What could not be delivered is queued again as a
+        new shard holding only those connections, from the message each one missed, after
+        a jittered delay; once the shard has been retried ``fanout_shard_retries`` times
+        its failures are counted (``FailedDeliveries``) instead. Connections not started by
+        ``deadline`` (``time.monotonic()``) are queued again at once. Raises
+        ``INVALID_MESSAGE`` for a malformed job and ``PROVIDER_UNAVAILABLE`` when the
+        remainder could not be queued (the whole shard must then be retried).
+        """
+        return self._run("deliver_shard", self._deliver_shard, self._shard_job(job), deadline)
+
+    def _shard_job(self, job: object) -> ShardJob:
+        try:
+            if isinstance(job, ShardJob):
+                return job
+            if isinstance(job, str | bytes):
+                return ShardJob.model_validate_json(job)
+            return ShardJob.model_validate(job)
+        except ValidationError as exc:
+            raise self._error("INVALID_MESSAGE", f"not a fan-out shard: {_brief(exc)}") from None
+
+    def _deliver_shard(self, job: ShardJob, deadline: float | None) -> ShardReport:
+        frames = [frame.encode() for frame in job.messages]
+        outcomes = self._poster().post_many(
+            [(cid, frames) for cid in job.connections], deadline=deadline
+        )
+        delivered = sum(o.delivered for o in outcomes)
+        gone = [o.connection_id for o in outcomes if o.gone]
+        try:
+            self._clean_up(gone)
+        except Exception as exc:  # the records expire anyway (TTL); the deliveries stand
+            logger.warning("could not clean up %d gone connection(s): %s", len(gone), exc)
+        again = remainder_jobs(job, outcomes)
+        retry = [j for j in again if j.attempt <= self.fanout_shard_retries]
+        given_up = [j for j in again if j.attempt > self.fanout_shard_retries]
+        failed = sum(len(j.messages) * len(j.connections) for j in given_up)
+        if given_up:
+            first = next((o.failure for o in outcomes if o.failure is not None), None)
+            logger.error(
+                "shard of %s: %d connection(s) given up after %d attempts; last failure: %s",
+                job.channel,
+                sum(len(j.connections) for j in given_up),
+                job.attempt + 1,
+                first,
+            )
+        queue = self._shard_queue()
+        if retry and queue is None:
+            raise self._error(
+                "CONFIGURATION", "no fan-out queue (WEBSOCKET_FANOUT_QUEUE_URL) to retry into"
+            )
+        for remainder in retry:
+            delay = 0 if remainder.attempt == job.attempt else _requeue_delay(remainder.attempt)
+            try:
+                assert queue is not None
+                queue.send([remainder], delay_seconds=delay)
+            except ShardQueueError as exc:
+                raise self._error("PROVIDER_UNAVAILABLE", str(exc), retryable=True) from None
+        self.record_metric("Deliveries", delivered)
+        self.record_metric("GoneConnections", len(gone))
+        self.record_metric("FailedDeliveries", failed)
+        return ShardReport(
+            channel=job.channel,
+            connections=len(job.connections),
+            delivered=delivered,
+            gone=len(gone),
+            requeued=sum(len(j.connections) for j in retry),
+            failed=failed,
+        )
 
     # -- WebSocketService hooks --------------------------------------------------------------
 
@@ -459,24 +658,26 @@ class ApiGatewayWebSocketService(ConnectionService):
         self, channels: list[str], event: str, data: str, socket_id: str | None
     ) -> TriggerResult:
         exclude = self._excluded(socket_id)
-        targets, excluded = self._collect(
-            [(c, protocol.event(event, c, data).encode(), exclude) for c in channels]
-        )
-        return self._deliver(targets, excluded, channels)
+        plan = self._plan([(c, protocol.event(event, c, data), exclude) for c in channels])
+        return self._deliver(plan, channels)
 
     def _trigger_batch(self, events: list[BatchEvent]) -> TriggerResult:
-        targets, excluded = self._collect(
+        plan = self._plan(
             [
-                (
-                    e.channel,
-                    protocol.event(e.name, e.channel, e.data).encode(),
-                    self._excluded(e.socket_id),
-                )
+                (e.channel, protocol.event(e.name, e.channel, e.data), self._excluded(e.socket_id))
                 for e in events
             ]
         )
-        result = self._deliver(targets, excluded, list(dict.fromkeys(e.channel for e in events)))
+        result = self._deliver(plan, list(dict.fromkeys(e.channel for e in events)))
         return result.model_copy(update={"events": len(events)})
+
+    def _trigger_chunks(
+        self, chunks: list[list[str]], event: str, data: str, socket_id: str | None
+    ) -> TriggerResult:
+        return _merged([self._trigger(c, event, data, socket_id) for c in chunks])
+
+    def _trigger_batch_chunks(self, chunks: list[list[BatchEvent]]) -> TriggerResult:
+        return _merged([self._trigger_batch(c) for c in chunks])
 
     def _channel_info(self, channel: str, attributes: tuple[str, ...]) -> ChannelInfo:
         subscriptions = self._count(channel, "CONN#")
@@ -776,9 +977,8 @@ class ApiGatewayWebSocketService(ConnectionService):
             raise self._error("FORBIDDEN", f"connection has not joined {channel!r}")
         self._consume_client_event(connection_id)
         user_id = subscription.get("user_id", {}).get("S")
-        message = protocol.event(event, channel, data, user_id=user_id).encode()
-        targets, excluded = self._targets(channel, message, connection_id)
-        result = self._deliver(targets, excluded, [channel])
+        message = protocol.event(event, channel, data, user_id=user_id)
+        result = self._deliver(self._plan([(channel, message, connection_id)]), [channel])
         hook = WebhookEvent(
             name="client_event",
             channel=channel,

@@ -13,6 +13,11 @@ the first frame of a new connection) stays on boto3.
 
 urllib3 on threads was chosen by measurement over an asyncio client (httpx): on this path
 httpx's ``AsyncClient`` spent several times more CPU per request than urllib3 does.
+
+**Shards.** A channel with many subscribers is not delivered inline: :class:`ShardJob`
+messages (the frames, the channel and a page of its connection ids) go to an SQS queue, and
+fan-out workers (:mod:`milequest.handlers.fanout`) deliver them. A shard that could not
+reach some connections queues exactly those again (:func:`remainder_jobs`).
 """
 
 from __future__ import annotations
@@ -24,15 +29,20 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import quote, urlsplit
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .protocol import CONNECTION_ID_RE, MAX_FRAME_BYTES
+
 if TYPE_CHECKING:
     from botocore.awsrequest import AWSResponse
     from botocore.credentials import Credentials
+    from mypy_boto3_sqs import SQSClient
 
 logger = logging.getLogger("milequest.services.websocket.delivery")
 
@@ -336,3 +346,158 @@ def _failure(
             "execute-api:ManageConnections on it",
         )
     return Failure("rejected", status, text)
+
+
+# -- fan-out shards ----------------------------------------------------------------------------
+
+# SQS takes messages and batches of 1 MiB now, 256 KiB on queues configured before; staying
+# under the older limit works with every queue.
+MAX_SHARD_BYTES = 250 * 1024
+MAX_BATCH_BYTES = 256 * 1024
+MAX_BATCH_ENTRIES = 10
+_ID_OVERHEAD = 3  # the quotes and the comma around a connection id in the JSON
+
+
+class ShardJob(BaseModel):
+    """One fan-out shard: frames for a page of one channel's connections.
+
+    ``messages`` are wire frames, posted in order to every connection; ``attempt`` counts
+    the times the undelivered remainder of a shard was queued again.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    channel: str = Field(min_length=1, max_length=256)
+    messages: list[str] = Field(min_length=1, max_length=10)
+    connections: list[str] = Field(min_length=1, max_length=10_000)
+    attempt: int = Field(default=0, ge=0, le=100)
+
+    @field_validator("connections")
+    @classmethod
+    def _connection_ids(cls, ids: list[str]) -> list[str]:
+        bad = next((cid for cid in ids if not CONNECTION_ID_RE.match(cid)), None)
+        if bad is not None:
+            raise ValueError(f"not a connection id: {bad[:40]!r}")
+        return ids
+
+    @field_validator("messages")
+    @classmethod
+    def _frames(cls, frames: list[str]) -> list[str]:
+        if any(len(frame.encode()) > MAX_FRAME_BYTES for frame in frames):
+            raise ValueError(f"a frame is larger than {MAX_FRAME_BYTES} bytes")
+        return frames
+
+
+def _bundles(messages: Sequence[str]) -> list[list[str]]:
+    """``messages`` in consecutive groups that leave half a shard for connection ids."""
+    bundles: list[list[str]] = [[]]
+    size = 0
+    for frame in messages:
+        length = len(json.dumps(frame))
+        if bundles[-1] and size + length > MAX_SHARD_BYTES // 2:
+            bundles.append([])
+            size = 0
+        bundles[-1].append(frame)
+        size += length
+    return bundles
+
+
+def shard_jobs(
+    channel: str, messages: Sequence[str], connection_ids: Iterable[str], shard_size: int
+) -> Iterator[ShardJob]:
+    """Shards of ``messages`` for ``connection_ids``: ``shard_size`` connections at most,
+    and small enough for SQS. ``connection_ids`` is read once, as it comes.
+
+    Frames too large to share one shard (a batch of big events) are split into consecutive
+    groups, each sharded on its own: their order per connection is then not kept.
+    """
+    bundles = _bundles(messages)
+    ids: Iterable[str] = list(connection_ids) if len(bundles) > 1 else connection_ids
+    for bundle in bundles:
+        room = MAX_SHARD_BYTES - len(
+            ShardJob(channel=channel, messages=bundle, connections=["x"]).model_dump_json()
+        )
+        page: list[str] = []
+        size = 0
+        for connection_id in ids:
+            cost = len(connection_id) + _ID_OVERHEAD
+            if page and (len(page) >= shard_size or size + cost > room):
+                yield ShardJob(channel=channel, messages=bundle, connections=page)
+                page, size = [], 0
+            page.append(connection_id)
+            size += cost
+        if page:
+            yield ShardJob(channel=channel, messages=bundle, connections=page)
+
+
+def remainder_jobs(job: ShardJob, outcomes: Iterable[Outcome]) -> list[ShardJob]:
+    """The shard again for what it did not deliver, each connection from its first miss.
+
+    Gone connections are dropped. A connection that was tried counts an attempt; one that
+    was never started (the deadline came first) does not.
+    """
+    by_start: dict[tuple[int, int], list[str]] = {}
+    for outcome in outcomes:
+        if outcome.gone or outcome.delivered >= len(job.messages):
+            continue
+        attempt = job.attempt + 1 if outcome.attempted else job.attempt
+        by_start.setdefault((outcome.delivered, attempt), []).append(outcome.connection_id)
+    return [
+        ShardJob(
+            channel=job.channel, messages=job.messages[start:], connections=ids, attempt=attempt
+        )
+        for (start, attempt), ids in sorted(by_start.items())
+    ]
+
+
+class ShardQueueError(Exception):
+    """SQS did not take every shard."""
+
+
+class ShardQueue:
+    """Sends shard jobs to the fan-out queue in ``SendMessageBatch`` calls (boto3)."""
+
+    def __init__(self, client: Callable[[], SQSClient], queue_url: str) -> None:
+        self._client = client
+        self.queue_url = queue_url
+
+    def send(self, jobs: Iterable[ShardJob], *, delay_seconds: int = 0) -> tuple[int, int]:
+        """Queue every job as it comes; returns (shards, connections) queued.
+
+        Raises :class:`ShardQueueError` when SQS refuses an entry, or keeps failing some
+        after two more tries (the call itself is retried by botocore).
+        """
+        shards = connections = size = 0
+        batch: list[str] = []
+        for job in jobs:
+            body = job.model_dump_json()
+            if batch and (len(batch) >= MAX_BATCH_ENTRIES or size + len(body) > MAX_BATCH_BYTES):
+                self._send_batch(batch, delay_seconds)
+                batch, size = [], 0
+            batch.append(body)
+            size += len(body)
+            shards += 1
+            connections += len(job.connections)
+        if batch:
+            self._send_batch(batch, delay_seconds)
+        return shards, connections
+
+    def _send_batch(self, bodies: list[str], delay_seconds: int) -> None:
+        pending = {str(i): body for i, body in enumerate(bodies)}
+        for _ in range(3):
+            out = self._client().send_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": key, "MessageBody": body, "DelaySeconds": delay_seconds}
+                    for key, body in pending.items()
+                ],
+            )
+            failed = out.get("Failed", [])
+            refused = next((f for f in failed if f.get("SenderFault")), None)
+            if refused is not None:
+                raise ShardQueueError(f"SQS refused a shard: {refused.get('Message', refused)}")
+            if not failed:
+                return
+            pending = {f["Id"]: pending[f["Id"]] for f in failed}
+        raise ShardQueueError(f"SQS did not take {len(pending)} shard(s) after three tries")

@@ -24,7 +24,10 @@ class TriggerResult(_Model):
     """What a trigger did.
 
     ``delivered`` / ``gone`` / ``failed`` count connections when the provider fans out
-    itself (API Gateway, mock); Pusher fans out on its side and reports ``None``.
+    itself (API Gateway, mock); Pusher fans out on its side and reports ``None``. They
+    count what was delivered inline: channels above the fan-out threshold are handed to
+    workers instead, ``queued`` connections in ``shards`` jobs (the workers report their
+    deliveries as metrics).
     """
 
     channels: list[str]
@@ -33,6 +36,24 @@ class TriggerResult(_Model):
     gone: int = 0
     failed: int = 0
     excluded: int = 0
+    shards: int = 0
+    queued: int = 0
+
+
+class ShardReport(_Model):
+    """What a fan-out worker did with one shard.
+
+    ``delivered`` and ``failed`` count messages (``failed``: given up after the last
+    attempt); ``gone`` connections were cleaned up; ``requeued`` connections were queued
+    again for what they missed.
+    """
+
+    channel: str
+    connections: int
+    delivered: int = 0
+    gone: int = 0
+    requeued: int = 0
+    failed: int = 0
 
 
 class ChannelInfo(_Model):

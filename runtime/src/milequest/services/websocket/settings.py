@@ -103,6 +103,26 @@ class WebSocketSettings(ServiceSettings):
         le=1000,
         description="Deliveries in flight at once per process (HTTP requests to @connections)",
     )
+    websocket_fanout_queue_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="SQS queue of fan-out shards (unset: every channel is delivered inline)",
+    )
+    websocket_fanout_threshold: int = Field(
+        default=2000,
+        ge=1,
+        description="Channels with more subscribers than this go to the fan-out workers",
+    )
+    websocket_fanout_shard_size: int = Field(
+        default=500, ge=1, le=10_000, description="Connections per fan-out shard"
+    )
+    websocket_fanout_shard_retries: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description="Times a shard's undelivered remainder is queued again before it counts as "
+        "failed",
+    )
     websocket_post_timeout: float = Field(
         default=5.0,
         gt=0,
