@@ -133,3 +133,12 @@ def test_the_state_lists_the_newest_connections_only(
     state = run(scenario)
     assert state["connections_total"] == 2
     assert [c["connection_id"] for c in state["connections"]] == [state["newest"]]
+
+
+@pytest.mark.parametrize("address", ["nope", "user@localhost", "a b@example.com"])
+def test_simulating_for_an_unusable_address_is_invalid_email(
+    console: httpx.Client, address: str
+) -> None:
+    response = console.post("api/simulate", json={"address": address, "kind": "bounce"})
+    assert response.status_code == 400
+    assert response.json()["code"] == "INVALID_EMAIL"

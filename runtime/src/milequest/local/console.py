@@ -24,6 +24,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
+from milequest.services.email.addresses import AddressError, normalize_address
 from milequest.services.email.events import sample_sns_event
 from milequest.services.errors import ServiceError
 from milequest.services.registry import get_service
@@ -59,9 +60,10 @@ def find_pusher_js() -> Path | None:
 class BadRequestError(ValueError):
     """A console API request the stack cannot act on (answered with ``status``, 400)."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
 
 
 def _error(exc: Exception, status: int) -> JSONResponse:
@@ -127,6 +129,8 @@ def _suppressed() -> list[dict[str, Any]]:
         {
             "email": entry.address,
             "reason": str(entry.reason.value),
+            "category": entry.category,
+            "source": entry.source,
             "last_update": entry.last_update.isoformat() if entry.last_update else None,
         }
         for entry in entries
@@ -245,6 +249,10 @@ def create_console_app(stack: LocalStack) -> Starlette:
     async def api_simulate(request: Request) -> JSONResponse:
         body = await _json_body(request)
         address = _text(body, "address")
+        try:
+            normalize_address(address)
+        except AddressError as exc:  # a bounce for it could never be recorded
+            raise BadRequestError(str(exc), code="INVALID_EMAIL") from None
         kind = body.get("kind", "bounce")
         if kind not in ("bounce", "complaint"):
             raise BadRequestError("'kind' is bounce or complaint")
