@@ -142,3 +142,30 @@ def test_simulating_for_an_unusable_address_is_invalid_email(
     response = console.post("api/simulate", json={"address": address, "kind": "bounce"})
     assert response.status_code == 400
     assert response.json()["code"] == "INVALID_EMAIL"
+
+
+def test_captured_emails_are_newest_first_with_times_and_paged(
+    stack: LocalStack, console: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from milequest.services.email import create_email_service
+
+    monkeypatch.setattr(console_module, "EMAILS_PER_PAGE", 2)
+    smtp = create_email_service("smtp")
+    ses = create_email_service("ses")
+    message = {"text": "plain part", "html": "<p>html part</p>"}
+    smtp.send_email({"to": "a@runners.example", "subject": "first (smtp)", **message})
+    ses.send_email({"to": "b@runners.example", "subject": "second (ses)", **message})
+    smtp.send_email({"to": "c@runners.example", "subject": "third (smtp)", **message})
+    state = console.get("api/state").json()
+    subjects = [m["subject"] for m in state["emails"]]
+    assert subjects == ["third (smtp)", "second (ses)"]
+    assert state["emails_total"] >= 3
+    times = [m["received_at"] for m in state["emails"]]
+    assert all(isinstance(t, float) for t in times)
+    assert times == sorted(times, reverse=True)
+    # A plain SES send keeps its text part as well as its HTML.
+    assert state["emails"][1]["text"].strip() == "plain part"
+    assert "html part" in state["emails"][1]["html"]
+    older = console.get("api/emails", params={"offset": 2}).json()
+    assert older["emails"][0]["subject"] == "first (smtp)"
+    assert console.get("api/emails", params={"offset": "x"}).status_code == 400

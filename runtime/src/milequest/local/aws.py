@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import urllib.request
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import boto3
@@ -20,7 +22,7 @@ from moto.moto_server.werkzeug_app import (
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
-from .ses_v2 import SesV2Extensions
+from .ses_v2 import RECEIVED_AT_HEADER, SesV2Extensions
 from .smtp_sink import describe_mime
 
 logger = logging.getLogger("milequest.local.aws")
@@ -199,6 +201,12 @@ def _describe_ses_message(message: Any) -> dict[str, Any]:
     if raw is not None:
         mime = describe_mime(raw)
         described.update(mime, headers=[list(h) for h in mime["headers"]])
+        found = {k.lower(): v for k, v in mime["headers"]}
+        with contextlib.suppress(TypeError, ValueError):
+            if RECEIVED_AT_HEADER.lower() in found:
+                described["received_at"] = float(found[RECEIVED_AT_HEADER.lower()])
+            elif "date" in found:
+                described["received_at"] = parsedate_to_datetime(found["date"]).timestamp()
         return described
     if hasattr(message, "template"):
         described.update(

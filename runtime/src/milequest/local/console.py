@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 CONSOLE_USER = "dev-console"
 MAX_LISTED_CONNECTIONS = 100  # each listed connection costs a DynamoDB query per refresh
+EMAILS_PER_PAGE = 50  # the state (polled every 2 s) carries the newest page only
 
 
 PUSHER_JS = Path("node_modules", "pusher-js", "dist", "web", "pusher-with-encryption.min.js")
@@ -149,9 +150,11 @@ def create_console_app(stack: LocalStack) -> Starlette:
             subs = _subscriptions(stack, connection_ids)
         except Exception:
             subs = {}
+        emails = _newest_first(stack.emails())
         return {
             "subscriptions": subs,
-            "emails": list(reversed(stack.emails())),
+            "emails": emails[:EMAILS_PER_PAGE],
+            "emails_total": len(emails),
             "suppressed": _suppressed(),
         }
 
@@ -174,6 +177,7 @@ def create_console_app(stack: LocalStack) -> Starlette:
                 "deliveries": [d.describe() for d in reversed(deliveries)],
                 "webhooks": webhooks[::-1],
                 "emails": found["emails"],
+                "emails_total": found["emails_total"],
                 "suppressed": found["suppressed"],
             }
         )
@@ -183,6 +187,17 @@ def create_console_app(stack: LocalStack) -> Starlette:
         if script is None:
             return PlainTextResponse("pusher-js is not installed: run npm ci\n", status_code=404)
         return FileResponse(script, media_type="text/javascript")
+
+    async def api_emails(request: Request) -> JSONResponse:
+        try:
+            offset = max(0, int(request.query_params.get("offset", "0")))
+            limit = min(EMAILS_PER_PAGE, max(1, int(request.query_params.get("limit", "50"))))
+        except ValueError:
+            raise BadRequestError("offset and limit are numbers") from None
+        emails = _newest_first(await run_in_threadpool(stack.emails))
+        return JSONResponse(
+            {"emails": emails[offset : offset + limit], "emails_total": len(emails)}
+        )
 
     async def api_token(request: Request) -> JSONResponse:
         user = request.query_params.get("user_id") or CONSOLE_USER
@@ -288,6 +303,7 @@ def create_console_app(stack: LocalStack) -> Starlette:
             Route("/", index),
             Route("/pusher.js", pusher_js),
             Route("/api/state", api_state),
+            Route("/api/emails", api_emails),
             Route("/api/token", api_token),
             Route("/api/trigger", api_trigger, methods=["POST"]),
             Route("/api/email", api_email, methods=["POST"]),
@@ -295,6 +311,11 @@ def create_console_app(stack: LocalStack) -> Starlette:
         ],
         exception_handlers={BadRequestError: bad_request, ServiceError: service_error},
     )
+
+
+def _newest_first(emails: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Captured emails (SMTP sink and embedded SES together), newest first."""
+    return sorted(emails, key=lambda m: m.get("received_at") or 0.0, reverse=True)
 
 
 def _plain(value: Any) -> Any:

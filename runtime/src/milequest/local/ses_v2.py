@@ -15,10 +15,12 @@ import io
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import unquote
 
@@ -33,6 +35,9 @@ _SUPPRESSED_ONE = re.compile(r"\A/v2/email/suppression/addresses/(?P<address>[^/
 _TEMPLATE_ONE = re.compile(r"\A/v2/email/templates/(?P<name>[^/]+)\Z")
 _IDENTITY_ONE = re.compile(r"\A/v2/email/identities/(?P<name>[^/]+)\Z")
 _MAIL_FROM = re.compile(r"\A/v2/email/identities/(?P<name>[^/]+)/mail-from\Z")
+
+
+RECEIVED_AT_HEADER = "X-Local-Received-At"
 
 
 class _ApiError(Exception):
@@ -125,6 +130,9 @@ class SesV2Extensions:
             request = _json(body)
             if "Template" in (request.get("Content") or {}):
                 return 200, self._send_templated(request, region)
+            if "Simple" in (request.get("Content") or {}):
+                # moto keeps only the HTML of a simple send; store the whole message.
+                return 200, self._send_simple(request, region)
         if path == "/v2/email/outbound-bulk-emails" and method == "POST":
             return 200, self._send_bulk(_json(body), region)
         return None
@@ -287,6 +295,9 @@ class SesV2Extensions:
             if destination.get(key):
                 mime[field] = ", ".join(destination[key])
         mime["Subject"] = subject
+        mime["Date"] = formatdate(usegmt=True)
+        # The console orders captured mail by arrival; a Date header only has seconds.
+        mime[RECEIVED_AT_HEADER] = repr(time.time())
         for header in headers or []:
             mime[header["Name"]] = header["Value"]
         mime.set_content(text or "")
@@ -312,6 +323,23 @@ class SesV2Extensions:
             request.get("Destination") or {},
             rendered,
             template.get("Headers"),
+        )
+        return {"MessageId": message_id}
+
+    def _send_simple(self, request: dict[str, Any], region: str) -> dict[str, Any]:
+        simple = request["Content"]["Simple"]
+        body = simple.get("Body") or {}
+        rendered = (
+            str((simple.get("Subject") or {}).get("Data", "")),
+            str((body.get("Text") or {}).get("Data", "")),
+            str((body.get("Html") or {}).get("Data", "")),
+        )
+        message_id = self._record(
+            region,
+            str(request.get("FromEmailAddress", "")),
+            request.get("Destination") or {},
+            rendered,
+            simple.get("Headers"),
         )
         return {"MessageId": message_id}
 
