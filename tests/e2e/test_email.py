@@ -155,7 +155,7 @@ def test_ses_provider_sends_to_the_embedded_ses(
     plain, mime = sent[simple.message_id], sent[raw.message_id]
     assert plain["source"] == SENDER
     assert plain["subject"] == "Plain"
-    assert plain["text"] == "Just text."
+    assert plain["text"].strip() == "Just text."
     assert mime["subject"] == "With a file"
     headers = dict(mime["headers"])
     assert headers["From"] == SENDER
