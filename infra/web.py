@@ -45,13 +45,21 @@ def http_app_environment(
 ) -> dict[str, str]:
     """The settings of the HTTP app, wherever it runs (function or container).
 
-    ``REALTIME_CHANNEL_POLICY`` stays unset (deny): the application plugs in its own rule.
+    ``REALTIME_WS_*`` tell ``GET /realtime/config`` where pusher-js reaches the stage (its
+    ``ws.`` host: without a custom domain there is none). ``REALTIME_CHANNEL_POLICY`` stays
+    unset (deny): the application plugs in its own rule.
     """
     env = {
         **process_environment(config, "web"),
         **email.runtime_environment(),
         **realtime.runtime_environment(),
     }
+    if config.custom_domain is not None:
+        env |= {
+            "REALTIME_WS_HOST": config.custom_domain.websocket_host,
+            "REALTIME_WS_PORT": str(HTTPS_PORT),
+            "REALTIME_WS_TLS": "true",
+        }
     if config.web_cors_origins:
         env["WEB_CORS_ORIGINS"] = ",".join(config.web_cors_origins)
     return env

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from milequest.services.email.settings import EmailSettings
+from milequest.services.flags import FlagSettings
+from milequest.services.routing import RoutingSettings
 from milequest.services.websocket.settings import WebSocketSettings
 from milequest.web.settings import WebSettings
 
@@ -38,6 +40,8 @@ RUNTIME_VARS = {
             *EmailSettings.model_fields,
             *WebSocketSettings.model_fields,
             *WebSettings.model_fields,
+            *FlagSettings.model_fields,
+            *RoutingSettings.model_fields,
         )
     ),
     "POWERTOOLS_SERVICE_NAME",
@@ -183,6 +187,24 @@ def variant(name: str, **overrides: Any) -> EnvironmentConfig:
     from infra.config import ENVIRONMENTS
 
     return EnvironmentConfig.model_validate(ENVIRONMENTS[name].model_dump() | overrides)
+
+
+def realtime_config_options(
+    variables: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any] | None:
+    """What the HTTP app's ``GET /realtime/config`` answers for an API Gateway user when the
+    process runs with the synthesized ``variables`` (None: it answers 503, no host)."""
+    from milequest.services.websocket.mock import MockWebSocketService
+    from milequest.web.client_config import client_config
+    from milequest.web.settings import WebSettings
+
+    for name in ("REALTIME_WS_HOST", "REALTIME_WS_PORT", "REALTIME_WS_TLS"):
+        if name in variables:
+            monkeypatch.setenv(name, variables[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
+    config = client_config(MockWebSocketService(), "user-1", "https://api", WebSettings())
+    return None if config is None else dict(config["options"])
 
 
 CERTIFICATE_ARN = (

@@ -5,12 +5,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from aws_cdk import Stack
 
 from infra.config import ENVIRONMENTS
 from infra.container import CONTAINER_PORT, HEALTH_PATH, docker_context_excludes
+from infra.realtime import pusher_js_options
 
-from .conftest import CERTIFICATE_ARN, REPO_ROOT, RUNTIME_VARS, Synthesized, only, resources
+from .conftest import (
+    CERTIFICATE_ARN,
+    REPO_ROOT,
+    RUNTIME_VARS,
+    Synthesized,
+    only,
+    realtime_config_options,
+    resources,
+)
 
 
 def _prod(synthesized: Synthesized) -> dict[str, Any]:
@@ -40,7 +50,9 @@ def test_fargate_service_behind_load_balancer(synthesized: Synthesized) -> None:
     assert target_group["Matcher"] == {"HttpCode": "200"}
 
 
-def test_task_runs_the_image_asset_with_runtime_configuration(synthesized: Synthesized) -> None:
+def test_task_runs_the_image_asset_with_runtime_configuration(
+    synthesized: Synthesized, monkeypatch: pytest.MonkeyPatch
+) -> None:
     template = _prod(synthesized)
     task = only(template, "AWS::ECS::TaskDefinition")
     (container,) = task["ContainerDefinitions"]
@@ -62,6 +74,15 @@ def test_task_runs_the_image_asset_with_runtime_configuration(synthesized: Synth
     assert env["POWERTOOLS_SERVICE_NAME"] == "web"
     assert set(env) <= RUNTIME_VARS
     assert env["METRICS_SINK"] == "emf"
+    # GET /realtime/config sends pusher-js to the stage's ws. host, as PusherJsOptions does.
+    answered = realtime_config_options(env, monkeypatch)
+    assert answered is not None
+    expected = pusher_js_options(ENVIRONMENTS["prod"])
+    assert (answered["wsHost"], answered["wsPort"], answered["forceTLS"]) == (
+        expected["wsHost"],
+        443,
+        True,
+    )
     # The task role gets exactly the two application policies.
     role_id = task["TaskRoleArn"]["Fn::GetAtt"][0]
     managed = template["Resources"][role_id]["Properties"]["ManagedPolicyArns"]

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from infra.config import ENVIRONMENTS
+from infra.realtime import pusher_js_options
 from infra.web import HTTP_HANDLER
 
-from .conftest import RUNTIME_VARS, Synthesized, only, resources
+from .conftest import RUNTIME_VARS, Synthesized, only, realtime_config_options, resources
 
 SERVERLESS = [env for env in ("dev", "staging", "prod") if not ENVIRONMENTS[env].container.enabled]
 
@@ -80,6 +81,35 @@ def test_app_settings_and_rights(synthesized: Synthesized, env: str) -> None:
     managed = json.dumps(template["Resources"][role_id]["Properties"]["ManagedPolicyArns"])
     assert "PublisherPolicy" in managed  # table, ManageConnections on the stage, secrets
     assert "SenderPolicy" in managed
+
+
+@pytest.mark.parametrize("env", SERVERLESS)
+def test_realtime_config_answers_the_stages_pusher_js_options(
+    synthesized: Synthesized, env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /realtime/config, run with the function's settings, gives pusher-js the same host,
+    port and TLS as the Realtime stack's PusherJsOptions output."""
+    config = ENVIRONMENTS[env]
+    assert config.custom_domain is not None
+    _, function = _app_function(_web(synthesized, env))
+    variables = function["Environment"]["Variables"]
+    assert variables["REALTIME_WS_HOST"] == config.custom_domain.websocket_host
+    assert (variables["REALTIME_WS_PORT"], variables["REALTIME_WS_TLS"]) == ("443", "true")
+    answered = realtime_config_options(variables, monkeypatch)
+    assert answered is not None
+    expected = pusher_js_options(config)
+    for option in ("wsHost", "wsPort", "wssPort", "forceTLS", "enabledTransports"):
+        assert answered[option] == expected[option], option
+
+
+def test_without_custom_domain_realtime_config_has_no_host(
+    bare: Synthesized, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ws. host: pusher-js cannot reach the stage, and the endpoint says so (503)."""
+    _, function = _app_function(_web(bare, "dev"))
+    variables = function["Environment"]["Variables"]
+    assert not {"REALTIME_WS_HOST", "REALTIME_WS_PORT", "REALTIME_WS_TLS"} & set(variables)
+    assert realtime_config_options(variables, monkeypatch) is None
 
 
 @pytest.mark.parametrize("env", SERVERLESS)
