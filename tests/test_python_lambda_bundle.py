@@ -21,7 +21,7 @@ import pytest
 from infra.bundling import PYTHON_VERSION, TEST_PLATFORM, UV_PLATFORM, build_bundle
 
 from .lambda_runtime.harness import (
-    LambdaInvokeEndpoint,
+    LoopbackApis,
     check_cold_start,
     lambda_environment,
     run_probe,
@@ -80,8 +80,8 @@ def test_bundle_imports_and_serves_on_the_lambda_python(
     bundles: dict[str, Path], lambda_python: Path, tmp_path: Path
 ) -> None:
     bundle = bundles[TEST_PLATFORM]
-    invoke = LambdaInvokeEndpoint()
-    with lambda_environment(tmp_path, invoke) as env:
+    apis = LoopbackApis()
+    with lambda_environment(tmp_path, apis) as env:
         env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_python{PYTHON_VERSION}"
         run = run_probe([str(lambda_python), "-I", "-S"], env, tmp_path, bundle=bundle)
     assert run.report["python"].startswith(PYTHON_VERSION + ".")
@@ -89,4 +89,4 @@ def test_bundle_imports_and_serves_on_the_lambda_python(
     assert not any("site-packages" in entry for entry in run.report["sys_path"])
     assert run.report["foreign_modules"] == []
     assert len(run.report["imported"]) > 40
-    check_cold_start(run, invoke)
+    check_cold_start(run, apis)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import boto3
 from milequest.services.websocket.apigateway import table_definition
@@ -34,35 +35,39 @@ class Invocation:
 
 
 @dataclass
-class LambdaInvokeEndpoint:
-    """Lambda's Invoke API on loopback: accepts asynchronous invocations and records them.
+class LoopbackApis:
+    """Lambda's Invoke API and API Gateway's ``@connections`` API on loopback, recording calls.
 
-    moto's Lambda needs Docker to run an invocation; $connect only needs it accepted (202).
+    moto's Lambda needs Docker to run an invocation (``$connect`` only needs it accepted), and
+    moto's management API keeps no record of what was posted to a connection.
     """
 
     invocations: list[Invocation] = field(default_factory=list)
+    posts: dict[str, list[Any]] = field(default_factory=dict)
 
     @contextmanager
     def serving(self) -> Iterator[str]:
-        endpoint = self
+        apis = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 parts = self.path.split("?")[0].strip("/").split("/")
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if len(parts) != 4 or parts[:2] != ["2015-03-31", "functions"]:
-                    self.send_error(404)
-                    return
-                endpoint.invocations.append(
-                    Invocation(
-                        function=parts[2],
-                        invocation_type=self.headers.get(
-                            "X-Amz-Invocation-Type", "RequestResponse"
-                        ),
-                        payload=json.loads(body or b"null"),
-                    )
-                )
-                self.send_response(202)
+                if len(parts) == 4 and parts[:2] == ["2015-03-31", "functions"]:
+                    kind = self.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+                    apis.invocations.append(Invocation(parts[2], kind, json.loads(body or b"null")))
+                    self._answer(202)
+                elif len(parts) == 3 and parts[1] == "@connections":
+                    apis.posts.setdefault(unquote(parts[2]), []).append(json.loads(body))
+                    self._answer(200)
+                else:
+                    self._answer(404)
+
+            def do_DELETE(self) -> None:
+                self._answer(204)
+
+            def _answer(self, status: int) -> None:
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -118,9 +123,9 @@ def moto_server() -> Iterator[str]:
 
 
 @contextmanager
-def lambda_environment(tmp_path: Path, invoke: LambdaInvokeEndpoint) -> Iterator[dict[str, str]]:
-    """moto with the connections table, Lambda's Invoke API, and a function's variables."""
-    with moto_server() as endpoint, invoke.serving() as lambda_endpoint:
+def lambda_environment(tmp_path: Path, apis: LoopbackApis) -> Iterator[dict[str, str]]:
+    """moto with the connections table, the loopback APIs, and a function's variables."""
+    with moto_server() as endpoint, apis.serving() as loopback:
         table = f"probe-connections-{uuid.uuid4().hex[:8]}"
         boto3.client("dynamodb", endpoint_url=endpoint).create_table(
             TableName=table, **table_definition()
@@ -132,14 +137,14 @@ def lambda_environment(tmp_path: Path, invoke: LambdaInvokeEndpoint) -> Iterator
         }
         env.update(
             AWS_ENDPOINT_URL=endpoint,
-            AWS_ENDPOINT_URL_LAMBDA=lambda_endpoint,
+            AWS_ENDPOINT_URL_LAMBDA=loopback,
             AWS_LAMBDA_FUNCTION_NAME="milequest-probe",
             AWS_LAMBDA_FUNCTION_MEMORY_SIZE="512",
             LAMBDA_TASK_ROOT=str(tmp_path),
             POWERTOOLS_SERVICE_NAME="probe",
             WEBSOCKET_PROVIDER="apigateway",
             CONNECTIONS_TABLE=table,
-            APIGW_MANAGEMENT_ENDPOINT=f"{endpoint}/probe",
+            APIGW_MANAGEMENT_ENDPOINT=f"{loopback}/probe",
             WEBSOCKET_APP_KEY=APP_KEY,
             WEBSOCKET_APP_SECRET=APP_SECRET,
             WEBSOCKET_ANNOUNCE_FUNCTION=ANNOUNCE_FUNCTION,
@@ -165,8 +170,8 @@ def run_probe(
     return ProbeRun(json.loads(report.read_text(encoding="utf-8")), proc.stdout, proc.stderr)
 
 
-def check_cold_start(run: ProbeRun, invoke: LambdaInvokeEndpoint) -> None:
-    """What every deployed function must do on its first invocation."""
+def check_cold_start(run: ProbeRun, apis: LoopbackApis) -> None:
+    """What every deployed function must do on its first invocations."""
     assert run.report["import_failures"] == {}
     assert "milequest.handlers.websocket" in run.report["imported"]
     assert "milequest.web" in run.report["imported"]
@@ -174,6 +179,7 @@ def check_cold_start(run: ProbeRun, invoke: LambdaInvokeEndpoint) -> None:
     for name, outcome in calls.items():
         if name != "authorize_refused":
             assert "raised" not in outcome, f"{name}: {outcome.get('trace')}"
+    assert calls["snapstart_warm"]["result"] == ["websocket", "email"]
 
     allow = calls["authorize"]["result"]
     assert allow["principalId"] == "probe-user"
@@ -181,20 +187,27 @@ def check_cold_start(run: ProbeRun, invoke: LambdaInvokeEndpoint) -> None:
     # API Gateway answers 401 to exactly this exception message.
     assert calls["authorize_refused"]["raised"] == "Exception: Unauthorized"
 
-    assert calls["connect"]["result"]["statusCode"] == 200, run.stdout[-3000:]
+    # $connect stores the connection and, unable to post to it, has `announce` do it.
+    connection_id = run.report["connection_id"]
+    assert calls["connect"]["result"] == {"statusCode": 200}, run.stdout[-3000:]
     assert run.report["stored_after_connect"] >= 1
-    # $connect cannot post to its own connection: it has the announce function do it.
-    (announce,) = invoke.invocations
-    assert (announce.function, announce.invocation_type) == (ANNOUNCE_FUNCTION, "Event")
-    assert run.report["connection_id"] in json.dumps(announce.payload)
+    (invocation,) = apis.invocations
+    assert (invocation.function, invocation.invocation_type) == (ANNOUNCE_FUNCTION, "Event")
+    assert invocation.payload == {"connectionId": connection_id, "refusal": None}
+    assert calls["announce"]["result"] == {"announced": True}
+    (first_frame,) = apis.posts[connection_id]
+    assert first_frame["event"] == "pusher:connection_established"
+    established = json.loads(first_frame["data"])  # a JSON string inside the frame
+    assert set(established) == {"socket_id", "activity_timeout"}
+
     reply = calls["message"]["result"]
     assert reply["statusCode"] == 200
-    assert isinstance(json.loads(reply["body"]), dict)
+    assert json.loads(reply["body"])["event"] == "pusher:error"
     assert calls["disconnect"]["result"]["statusCode"] == 200
     assert run.report["stored_after_disconnect"] == 0
 
     assert calls["ses_events"]["result"]["events"] == 1
     assert "SesEvents" in run.emf_metric_names()
-
+    assert calls["fanout_empty_batch"]["result"] == {"batchItemFailures": []}
     livez = calls["http_livez"]["result"]
-    assert livez["statusCode"] == 200, livez
+    assert (livez["statusCode"], json.loads(livez["body"])) == (200, {"status": "alive"})

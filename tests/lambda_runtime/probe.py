@@ -128,23 +128,30 @@ def _outcome(call: Callable[[], Any]) -> dict[str, Any]:
         return {"raised": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
 
 
+def entry_point(handler: str) -> Callable[[Any, Any], Any]:
+    """Resolve a function's ``handler`` setting (``module.function``) as the Lambda runtime does."""
+    module, _, name = handler.rpartition(".")
+    function: Callable[[Any, Any], Any] = getattr(importlib.import_module(module), name)
+    return function
+
+
 def invoke_handlers(connection_id: str) -> dict[str, Any]:
-    """Call each entry point once, with AWS's event shapes; the outcomes by name."""
-    from mangum import Mangum
-    from milequest.handlers import ses_events, websocket
+    """Call each deployed entry point once, with AWS's event shapes; the outcomes by name."""
+    from milequest.handlers import snapstart
     from milequest.services.email.events import sample_sns_event
     from milequest.services.websocket import issue_connection_token
-    from milequest.web import app
 
-    token = issue_connection_token("probe-user", ttl_seconds=300)
+    def call(handler: str, event: Any) -> dict[str, Any]:
+        return _outcome(lambda: entry_point(handler)(event, LambdaContext()))
+
+    ws = "milequest.handlers.websocket"
     authorizer_event = {
         "type": "REQUEST",
         "methodArn": "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/probe/$connect",
-        "queryStringParameters": {"token": token},
+        "queryStringParameters": {"token": issue_connection_token("probe-user", ttl_seconds=300)},
         "headers": {},
         "requestContext": {"routeKey": "$connect", "connectionId": connection_id},
     }
-    refused_event = {**authorizer_event, "queryStringParameters": {"token": "not-a-token"}}
     connect_event = {
         **_websocket_event(
             connection_id,
@@ -154,29 +161,34 @@ def invoke_handlers(connection_id: str) -> dict[str, Any]:
         # What pusher-js sends: wss://host/app/KEY?protocol=7&client=js&version=...
         "queryStringParameters": {"protocol": "7", "client": "js", "version": "8.6.0"},
     }
-    message_event = {**_websocket_event(connection_id, "$default"), "body": "not json"}
     return {
-        "authorize": _outcome(lambda: websocket.authorize(authorizer_event, LambdaContext())),
-        "authorize_refused": _outcome(lambda: websocket.authorize(refused_event, LambdaContext())),
-        "connect": _outcome(lambda: websocket.on_connect(connect_event, LambdaContext())),
-        "message": _outcome(lambda: websocket.on_message(message_event, LambdaContext())),
-        "ses_events": _outcome(
-            lambda: ses_events.handler(
-                sample_sns_event("delivery", "probe@example.com"), LambdaContext()
-            )
+        # SnapStart's before-snapshot hook, as Lambda runs it during init.
+        "snapstart_warm": _outcome(snapstart.warm),
+        "authorize": call(f"{ws}.authorize", authorizer_event),
+        "authorize_refused": call(
+            f"{ws}.authorize", {**authorizer_event, "queryStringParameters": {"token": "bad"}}
         ),
-        "http_livez": _outcome(
-            lambda: Mangum(app, lifespan="off")(_http_event("/livez"), LambdaContext())
+        "connect": call(f"{ws}.on_connect", connect_event),
+        # What $connect asked for, through Lambda's asynchronous invoke.
+        "announce": call(f"{ws}.announce", {"connectionId": connection_id, "refusal": None}),
+        "message": call(
+            f"{ws}.on_message", {**_websocket_event(connection_id, "$default"), "body": "not json"}
         ),
+        "ses_events": call(
+            "milequest.handlers.ses_events.handler",
+            sample_sns_event("delivery", "probe@example.com"),
+        ),
+        "fanout_empty_batch": call("milequest.handlers.fanout.handler", {"Records": []}),
+        "http_livez": call("milequest.handlers.http.handler", _http_event("/livez")),
+        "snapstart_refresh": _outcome(snapstart.refresh),
     }
 
 
 def disconnect(connection_id: str) -> dict[str, Any]:
     """``$disconnect`` for ``connection_id``."""
-    from milequest.handlers import websocket
-
     event = _websocket_event(connection_id, "$disconnect")
-    return _outcome(lambda: websocket.on_disconnect(event, LambdaContext()))
+    handler = entry_point("milequest.handlers.websocket.on_disconnect")
+    return _outcome(lambda: handler(event, LambdaContext()))
 
 
 def stored_records(connection_id: str) -> int | str:
