@@ -21,7 +21,7 @@ export UV_NO_PROGRESS         := 1
 export JSII_NODE              := $(abspath node_modules/.bin/node)
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: help setup dev-setup browser lint test test-fast test-lambda-python docs docs-check \
+.PHONY: help setup dev-setup browser lint test test-runtime test-rest test-fast docs docs-check \
 	dev synth deploy preflight bench clean
 
 help:
@@ -88,32 +88,30 @@ docs-check: setup
 
 # The runtime's unit and contract suites and a cold start of every handler run on the
 # functions' Python, in .venv-lambda: the runtime with all its extras (the suite covers the
-# cost plots too) and the `test` group. Everything else runs on the default Python. Where the
-# functions' Python is missing (the finder says where it looked), the runtime's suite runs on
-# the default Python instead, and the bundle test says it skipped.
+# cost plots too) and the `test` group. Where that Python is missing (the finder says where it
+# looked), they run on the default Python instead, and the bundle test says it skipped.
 RUNTIME_TESTS := tests/runtime tests/lambda_runtime
-FIND_LAMBDA_PYTHON = $(PY) tests/lambda_runtime/interpreter.py $(LAMBDA_PYTHON_VERSION)
-LAMBDA_SUITE = echo "runtime suite on $$lambda_python (Python $(LAMBDA_PYTHON_VERSION), the functions')" \
-	&& UV_PROJECT_ENVIRONMENT=$(abspath $(LAMBDA_VENV)) $(UV) sync --frozen --quiet \
-	   --python "$$lambda_python" --package milequest --all-extras --group test \
-	&& $(LAMBDA_VENV)/bin/pytest -q $(RUNTIME_TESTS)
-SKIP_NOTE = echo "SKIPPED: the runtime suite on Python $(LAMBDA_PYTHON_VERSION), the functions' version" \
-	"(make test runs it on the default Python)"
 
-test-lambda-python: setup
-	@if lambda_python=$$($(FIND_LAMBDA_PYTHON)); then $(LAMBDA_SUITE); else $(SKIP_NOTE); fi
-
-# Both parts run even when the first fails, so that one run reports every failure.
-test: lint docs-check
-	@status=0; \
-	if lambda_python=$$($(FIND_LAMBDA_PYTHON)); then \
-	  { $(LAMBDA_SUITE); } || status=$$?; \
-	  $(VENV)/bin/pytest $(addprefix --ignore=,$(RUNTIME_TESTS)) || status=$$?; \
+test-runtime: setup
+	@if lambda_python=$$($(PY) tests/lambda_runtime/interpreter.py $(LAMBDA_PYTHON_VERSION)); then \
+	  echo "runtime suite on $$lambda_python (Python $(LAMBDA_PYTHON_VERSION), the functions')"; \
+	  UV_PROJECT_ENVIRONMENT=$(abspath $(LAMBDA_VENV)) $(UV) sync --frozen --quiet \
+	    --python "$$lambda_python" --package milequest --all-extras --group test \
+	  && $(LAMBDA_VENV)/bin/pytest $(RUNTIME_TESTS); \
 	else \
-	  $(SKIP_NOTE); \
-	  $(VENV)/bin/pytest || status=$$?; \
-	fi; \
-	exit $$status
+	  echo "SKIPPED: the runtime suite on Python $(LAMBDA_PYTHON_VERSION), the functions' version;" \
+	    "it runs on the default Python"; \
+	  $(VENV)/bin/pytest $(RUNTIME_TESTS); \
+	fi
+
+# Everything else (CDK app, local stack end to end, the bundle, docs) on the default Python.
+test-rest: setup
+	$(VENV)/bin/pytest $(addprefix --ignore=,$(RUNTIME_TESTS))
+
+# The two suites run side by side (one per core), each one's output printed whole when it
+# ends; -k lets the second finish when the first fails, so one run reports every failure.
+test: lint docs-check
+	@$(MAKE) --no-print-directory -k -j2 --output-sync=target test-runtime test-rest
 
 test-fast: setup
 	$(VENV)/bin/pytest -x -q -m "not slow"
