@@ -1,7 +1,7 @@
 # Set-up, checks and the local stack. `make dev` and `make test` work on a fresh clone from the
 # lock files (uv.lock, package-lock.json): `make dev` installs only what the local stack needs
 # into .venv, `make test` everything (and a second environment, .venv-lambda, on the Lambda
-# functions' Python).
+# functions' Python, where the runtime's suite runs).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -13,6 +13,7 @@ UV_VERSION  := 0.13.9
 ENV         ?= dev
 # The functions' and the container's Python; infra/bundling.py is its one source.
 LAMBDA_PYTHON_VERSION := $(shell sed -n 's/^PYTHON_VERSION = "\(3\.[0-9]*\)"$$/\1/p' infra/bundling.py)
+$(if $(LAMBDA_PYTHON_VERSION),,$(error cannot read PYTHON_VERSION = "3.X" in infra/bundling.py))
 
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS    := never
@@ -26,8 +27,8 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
 help:
 	@echo "make dev    - install what the local stack needs, then run it (Ctrl-C stops it)"
-	@echo "make test   - install everything, lint, type-check, build the docs (strict) and run"
-	@echo "              the whole suite, plus the runtime suite on Python $(LAMBDA_PYTHON_VERSION) (the functions')"
+	@echo "make test   - install everything, lint, type-check, build the docs (strict) and run the"
+	@echo "              suite: the runtime's part on Python $(LAMBDA_PYTHON_VERSION) (the functions'), the rest beside it"
 	@echo "make docs   - build the documentation and API reference into site/"
 	@echo "make synth  - synthesize every environment into cdk.out"
 	@echo "make preflight ENV=dev - check the AWS account before a deploy"

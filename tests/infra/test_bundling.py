@@ -34,6 +34,11 @@ def test_native_files_must_be_aarch64(tmp_path: Path) -> None:
         bundling._check_native_files(tmp_path, bundling.TEST_PLATFORM)
 
 
+def test_runtime_and_python_version_agree() -> None:
+    # The Makefile reads PYTHON_VERSION to find the interpreter the runtime suite runs on.
+    assert bundling.LAMBDA_RUNTIME.name == f"python{bundling.PYTHON_VERSION}"
+
+
 def test_unknown_platform_is_refused_before_installing(tmp_path: Path) -> None:
     with pytest.raises(bundling.BundlingError, match="unknown platform 'win_amd64'"):
         bundling.build_bundle(tmp_path / "bundle", "win_amd64")
