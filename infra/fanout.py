@@ -44,6 +44,9 @@ class FanoutQueue(Construct):
       the default quota of 10 refuse any). The event source's maximum concurrency is kept at
       or below it, so that pollers are never throttled into the dead-letter queue.
     - ``max_concurrency``: the event source's own cap (2 to 1000; None: Lambda scales).
+    - ``batch_size``: shards per invocation. One by default: a worker that crashes or times
+      out gets its whole batch again, so with one shard a batch, duplicates stay within
+      the shard it was delivering.
     """
 
     def __init__(
@@ -55,7 +58,7 @@ class FanoutQueue(Construct):
         target: lambda_.IFunction | None = None,
         reserved_concurrency: int | None = None,
         max_concurrency: int | None = None,
-        batch_size: int = 10,
+        batch_size: int = 1,
         max_receive_count: int = 5,
         removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
     ) -> None:

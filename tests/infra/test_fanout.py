@@ -80,10 +80,12 @@ def test_the_shard_queue_redrives_to_an_encrypted_dead_letter_queue() -> None:
 
 
 def test_the_event_source_reports_partial_batch_failures_and_invokes_the_alias() -> None:
-    fanout, template = _built(batch_size=5)
+    fanout, template = _built()
     mapping = _one(template, "AWS::Lambda::EventSourceMapping")["Properties"]
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert mapping["BatchSize"] == 5
+    assert mapping["BatchSize"] == 1  # a crash repeats one shard, not a batch of them
+    _, batched = _built(batch_size=5)
+    assert _one(batched, "AWS::Lambda::EventSourceMapping")["Properties"]["BatchSize"] == 5
     assert "ScalingConfig" not in mapping  # no cap unless asked
     alias_id = next(iter(template.find_resources("AWS::Lambda::Alias")))
     # "<function>:live", taken from the alias's ARN: the published version, never $LATEST
