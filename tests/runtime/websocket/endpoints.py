@@ -155,6 +155,9 @@ class _ConnectionsHandler(BaseHTTPRequestHandler):
         if secret is None:
             return f"The security token included in the request is invalid ({key})"
         headers = {name: self.headers.get(name, "") for name in names.split(";")}
+        claimed = self.headers.get("X-Amz-Content-SHA256")
+        if claimed is not None and claimed != hashlib.sha256(body).hexdigest():
+            return "The provided x-amz-content-sha256 header does not match what was computed"
         request = AWSRequest(
             self.command, f"http://{self.headers['Host']}{self.path}", data=body, headers=headers
         )

@@ -103,7 +103,7 @@ class FanoutConsumer:
         queues: FanoutQueues,
         *,
         workers: int = 4,
-        batch_size: int = 10,
+        batch_size: int = 1,
         invocation_timeout_s: float = 25.0,
         wait_seconds: int = 1,
         region: str = "us-east-1",

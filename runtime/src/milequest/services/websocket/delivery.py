@@ -22,6 +22,8 @@ reach some connections queues exactly those again (:func:`remainder_jobs`).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -229,8 +231,12 @@ class ConnectionPoster:
         from botocore.exceptions import HTTPClientError
 
         # Signed again for every attempt, with the credentials of the moment (refreshed by
-        # botocore when they near expiry), as the SDK does.
-        request = AWSRequest("POST", self._origin + path, data=data, headers={"Host": self.host})
+        # botocore when they near expiry), as the SDK does. The Host header and the payload
+        # hash are given, as the JavaScript SDK sends them: the signer then neither parses
+        # the URL for the host nor prepares the whole request to hash its body.
+        url = self._origin + path
+        headers = {"Host": self.host, "X-Amz-Content-SHA256": _sha256(data)}
+        request = AWSRequest("POST", url, data=data, headers=headers)
         SigV4Auth(self._credentials.get_frozen_credentials(), SIGNING_NAME, self.region).add_auth(
             request
         )
@@ -248,10 +254,10 @@ class ConnectionPoster:
         except urllib3.exceptions.HTTPError as exc:
             return None, None, HTTPClientError(error=exc)
         status = answer.status
+        if 200 <= status < 300 or status == 410:  # the retry quota reads the status only
+            return AWSResponse(url, status, cast(Any, {}), None), None, None
         # AWSResponse copies the headers into its own case-insensitive dict.
-        response = AWSResponse(self._origin + path, status, cast(Any, answer.headers), None)
-        if 200 <= status < 300 or status == 410:
-            return response, None, None
+        response = AWSResponse(url, status, cast(Any, answer.headers), None)
         return response, _parsed_error(status, response.headers, answer.data), None
 
     # -- many connections ----------------------------------------------------------------
@@ -294,6 +300,12 @@ class ConnectionPoster:
         if executor is not None:
             executor.shutdown(wait=True)
         self._pool.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(data: bytes) -> str:
+    """The payload hash of a frame: a fan-out posts the same bytes object to everyone."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def _rate_limiter(detector: Any) -> Any:
