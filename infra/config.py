@@ -148,6 +148,33 @@ class ContainerConfig(_Model):
         return value
 
 
+class FlagRollout(_Model):
+    """How AppConfig rolls out a new flags document: a linear, gradual deployment strategy.
+
+    Every ``duration_minutes / (100 / growth_factor)`` minutes another ``growth_factor`` per
+    cent of the processes polling the profile get the new document; AppConfig then watches it
+    for ``final_bake_minutes`` before the deployment completes.
+    """
+
+    duration_minutes: int = Field(default=10, ge=1, le=1440)
+    growth_factor: float = Field(default=20.0, ge=1, lt=100)
+    final_bake_minutes: int = Field(default=10, ge=0, le=1440)
+
+
+class MigrationConfig(_Model):
+    """A provider migration in progress: the second provider of each service.
+
+    The dashboard shows each service's providers side by side, and an alarm fires when the
+    secondary's error rate exceeds the primary's by more than ``error_rate_margin`` (0.02:
+    two percentage points). ``websocket_secondary_provider`` also reaches the HTTP app as
+    ``WEBSOCKET_SECONDARY_PROVIDER`` (dual publish while the flag is on).
+    """
+
+    email_secondary_provider: Literal["ses", "smtp", "resend", "sendgrid", "mock"] | None = None
+    websocket_secondary_provider: Literal["apigateway", "pusher"] | None = None
+    error_rate_margin: float = Field(default=0.02, gt=0, lt=1)
+
+
 class EnvironmentConfig(_Model):
     """Everything that differs between dev, staging and prod."""
 
@@ -187,6 +214,16 @@ class EnvironmentConfig(_Model):
 
     # HTTP app
     web_cors_origins: tuple[Origin, ...] = ()
+
+    # Migration controls: the flags' AppConfig rollout and the providers compared.
+    flag_rollout: FlagRollout = FlagRollout()
+    migration: MigrationConfig = MigrationConfig()
+    # POWERTOOLS_SERVICE_NAME of the application's processes that send mail and trigger
+    # events through the runtime: their metrics carry it as the ``service`` dimension, which
+    # the per-provider figures of the dashboard and the migration alarm select.
+    application_service_name: str = Field(
+        default="milequest-app", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+    )
 
     # Operations
     alarm_email: EmailStr | None = None
@@ -228,6 +265,13 @@ class EnvironmentConfig(_Model):
         for name in self.container.availability_zones:
             if not re.fullmatch(re.escape(self.region) + "[a-z]", name):
                 raise ValueError(f"availability zone {name} is not one of {self.region}")
+        migration = self.migration
+        for primary, secondary in (
+            (self.email_provider, migration.email_secondary_provider),
+            (self.websocket_provider, migration.websocket_secondary_provider),
+        ):
+            if primary == secondary:
+                raise ValueError(f"migration: {secondary} is already the primary provider")
         if self.container.enabled and self.custom_domain is None:
             raise ValueError(
                 "container.enabled serves the HTTP app through a load balancer, which must "
@@ -333,6 +377,8 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             log_level="DEBUG",
             removal_policy="destroy",
             websocket_throttle=WebSocketThrottle(rate_limit=20, burst_limit=40),
+            # Flag changes reach dev quickly; still in steps, as in the other stages.
+            flag_rollout=FlagRollout(duration_minutes=2, growth_factor=50, final_bake_minutes=1),
         ),
         EnvironmentConfig(
             name="staging",
@@ -378,6 +424,7 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             snap_start=True,
             websocket_throttle=WebSocketThrottle(rate_limit=500, burst_limit=1000),
             container=ContainerConfig(enabled=True, cpu=512, memory_mib=1024, desired_count=2),
+            flag_rollout=FlagRollout(duration_minutes=20, growth_factor=10, final_bake_minutes=15),
         ),
     )
 }
@@ -395,7 +442,9 @@ __all__ = [
     "CustomDomainConfig",
     "DomainName",
     "EnvironmentConfig",
+    "FlagRollout",
     "HostedZoneConfig",
+    "MigrationConfig",
     "Origin",
     "WebSocketThrottle",
     "check_environments",

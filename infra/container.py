@@ -18,6 +18,7 @@ from constructs import Construct
 from .config import EnvironmentConfig
 from .domains import certificate, hosted_zone
 from .email import EmailStack
+from .flags import FlagsStack
 from .lambdas import provider_log_groups
 from .nag import acknowledge, acknowledge_validation
 from .paths import DOCKERFILE, REPO_ROOT
@@ -50,6 +51,7 @@ class ContainerStack(Stack):
         config: EnvironmentConfig,
         email: EmailStack,
         realtime: RealtimeStack,
+        flags: FlagsStack,
         **kwargs: object,
     ) -> None:
         self.config = config
@@ -111,7 +113,7 @@ class ContainerStack(Stack):
             retention=config.log_retention,
             removal_policy=config.cdk_removal_policy,
         )
-        environment = http_app_environment(config, email, realtime)
+        environment = http_app_environment(config, email, realtime) | flags.runtime_environment()
         self.service = ecs_patterns.ApplicationLoadBalancedFargateService(
             self,
             "Web",
@@ -151,6 +153,7 @@ class ContainerStack(Stack):
         task_role = self.service.task_definition.task_role
         task_role.add_managed_policy(email.sender_policy)
         task_role.add_managed_policy(realtime.publisher_policy)
+        flags.grant_read(task_role)
         self._acknowledgements()
         self._dns(config)
         http_app_outputs(self, config, self.host)

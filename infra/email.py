@@ -15,11 +15,14 @@ from constructs import Construct
 from milequest.services.email.templates import load_template_sources
 
 from .config import EnvironmentConfig
+from .flags import FlagsStack
 from .keys import service_key
 from .lambdas import RuntimeFunction
 from .nag import acknowledge, acknowledge_validation, arn_prefix
 
 SES_EVENTS_HANDLER = "milequest.handlers.ses_events.handler"
+# POWERTOOLS_SERVICE_NAME of the SES event handler (the ``service`` dimension of metrics).
+EVENTS_PROCESS_NAME = "ses-events"
 # cfn-lint's W3694 expects a function for the lambda protocol; a subscription takes any
 # function ARN, and the alias's qualified ARN is what SnapStart needs.
 SNS_ALIAS_RULE = "CloudFormation-Validate::W3694"
@@ -60,10 +63,17 @@ class EmailStack(Stack):
     """SES for one environment, plus the event pipeline that keeps the suppression list."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, **kwargs: object
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: EnvironmentConfig,
+        flags: FlagsStack,
+        **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self.config = config
+        self.flags = flags
         # SES template names are per account and region, which environments may share.
         self.template_prefix = f"{config.resource_prefix}-"
         self.configuration_set = ses.ConfigurationSet(
@@ -230,11 +240,12 @@ class EmailStack(Stack):
             "SesEventHandler",
             config=config,
             handler=SES_EVENTS_HANDLER,
-            service="ses-events",
+            service=EVENTS_PROCESS_NAME,
             description="Normalizes SES events and maintains the suppression list",
             environment=self.runtime_environment(),
             timeout=Duration.seconds(30),
             dead_letter_queue=self.dead_letter_queue,
+            flags=self.flags,
         )
         # Lambda sends failed asynchronous invocations to the KMS-encrypted DLQ as the role.
         self.key.grant(handler.role, "kms:GenerateDataKey", "kms:Decrypt")

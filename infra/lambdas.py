@@ -15,6 +15,7 @@ from milequest.services.metrics import DEFAULT_NAMESPACE as METRICS_NAMESPACE
 
 from .bundling import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, runtime_code
 from .config import EnvironmentConfig
+from .flags import FlagsStack
 from .nag import acknowledge
 
 __all__ = [
@@ -64,6 +65,7 @@ class RuntimeFunction(Construct):
 
     ``alias`` is what callers invoke: a published version, snapshotted when the environment
     turns SnapStart on. Grant what the handler needs to ``role`` (``grant_*`` methods).
+    With ``flags`` the function reads the stage's migration flags (settings and the grant).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class RuntimeFunction(Construct):
         timeout: Duration | None = None,
         memory_size: int = 512,
         dead_letter_queue: sqs.IQueue | None = None,
+        flags: FlagsStack | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         if config.snap_start and not LAMBDA_RUNTIME.supports_snap_start:
@@ -87,6 +90,9 @@ class RuntimeFunction(Construct):
             self, config, f"{construct_id} ({config.name}): runs {handler}"
         )
         env = {**process_environment(config, service), **(environment or {})}
+        if flags is not None:
+            env |= flags.runtime_environment()
+            flags.grant_read(self.role)
         self.function = lambda_.Function(
             self,
             "Function",

@@ -16,6 +16,7 @@ from .container import ContainerStack
 from .email import EmailStack
 from .keys import service_key
 from .lambdas import RuntimeFunction
+from .provider_metrics import ProviderFigures
 from .realtime import RealtimeStack
 from .web import WebStack
 
@@ -116,6 +117,16 @@ class ObservabilityStack(Stack):
                 threshold=5,
                 description="The HTTP app answered with server errors",
             )
+        self.providers = ProviderFigures(config)
+        for construct_id, description, metric in self.providers.migration_alarms():
+            self._alarm(
+                construct_id,
+                metric,
+                threshold=config.migration.error_rate_margin,
+                description=description,
+                comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=3,
+            )
         self.dashboard = self._dashboard(functions, api_errors, dlq_depth, container)
 
     # Alarms ----------------------------------------------------------------------------
@@ -158,6 +169,9 @@ class ObservabilityStack(Stack):
         threshold: float,
         description: str,
         evaluation_periods: int = 1,
+        comparison: cloudwatch.ComparisonOperator = (
+            cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+        ),
     ) -> cloudwatch.Alarm:
         alarm = cloudwatch.Alarm(
             self,
@@ -166,7 +180,7 @@ class ObservabilityStack(Stack):
             metric=metric,
             threshold=threshold,
             evaluation_periods=evaluation_periods,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            comparison_operator=comparison,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
         alarm.add_alarm_action(actions.SnsAction(self.alarm_topic))
@@ -301,6 +315,8 @@ class ObservabilityStack(Stack):
             ),
             cloudwatch.GraphWidget(title="SES events DLQ depth", left=[dlq_depth], width=8),
         )
+        for row in self.providers.widgets():
+            dashboard.add_widgets(*row)
         if container is not None:
             lb = container.service.load_balancer.metrics
             dashboard.add_widgets(

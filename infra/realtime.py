@@ -20,10 +20,13 @@ from milequest.services.websocket.apigateway import TTL_ATTRIBUTE, table_definit
 from .app_secrets import pusher_secret, websocket_app_secret
 from .config import EnvironmentConfig
 from .domains import certificate, publish_host
+from .flags import FlagsStack
 from .lambdas import RuntimeFunction
 from .nag import acknowledge, arn_prefix
 
 HANDLERS = "milequest.handlers.websocket"
+# POWERTOOLS_SERVICE_NAME of the WebSocket handlers (the ``service`` dimension of metrics).
+PROCESS_NAME = "websocket"
 TOKEN_QUERY_PARAMETER = "token"
 # Pusher frames carry their type in "event".
 ROUTE_SELECTION = "$request.body.event"
@@ -100,10 +103,17 @@ class RealtimeStack(Stack):
     """The WebSocket provider (``WEBSOCKET_PROVIDER=apigateway``) and both providers' secrets."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, **kwargs: object
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: EnvironmentConfig,
+        flags: FlagsStack,
+        **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self.config = config
+        self.flags = flags
         self.table = self._table()
         self.websocket_secret = websocket_app_secret(self, config)
         self.pusher_secret = pusher_secret(self, config)
@@ -246,10 +256,11 @@ class RealtimeStack(Stack):
             construct_id,
             config=self.config,
             handler=f"{HANDLERS}.{name}",
-            service="websocket",
+            service=PROCESS_NAME,
             description=description,
             environment={**env, **extra},
             timeout=Duration.seconds(10 if name == "authorize" else 29),
+            flags=self.flags,
         )
 
     def _routes(self) -> None:

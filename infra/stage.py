@@ -10,6 +10,7 @@ from constructs import Construct
 from .config import EnvironmentConfig, check_environments, environment_configs
 from .container import ContainerStack
 from .email import EmailStack
+from .flags import FlagsStack
 from .nag import add_checks
 from .observability import ObservabilityStack
 from .realtime import RealtimeStack
@@ -27,10 +28,18 @@ class MileQuestStage(Stage):
         super().__init__(scope, config.name, env=config.cdk_environment)
         self.config = config
         prefix = config.resource_prefix
+        self.flags = FlagsStack(
+            self,
+            "Flags",
+            config=config,
+            stack_name=f"{prefix}-flags",
+            description=f"Mile Quest {config.name}: migration flags (AppConfig)",
+        )
         self.email = EmailStack(
             self,
             "Email",
             config=config,
+            flags=self.flags,
             stack_name=f"{prefix}-email",
             description=f"Mile Quest {config.name}: SES identity, events and templates",
         )
@@ -38,6 +47,7 @@ class MileQuestStage(Stage):
             self,
             "Realtime",
             config=config,
+            flags=self.flags,
             stack_name=f"{prefix}-realtime",
             description=f"Mile Quest {config.name}: WebSocket API, connections and secrets",
         )
@@ -50,6 +60,7 @@ class MileQuestStage(Stage):
                 config=config,
                 email=self.email,
                 realtime=self.realtime,
+                flags=self.flags,
                 stack_name=f"{prefix}-container",
                 description=f"Mile Quest {config.name}: the HTTP app on ECS Fargate",
             )
@@ -60,6 +71,7 @@ class MileQuestStage(Stage):
                 config=config,
                 email=self.email,
                 realtime=self.realtime,
+                flags=self.flags,
                 stack_name=f"{prefix}-web",
                 description=f"Mile Quest {config.name}: the HTTP app on Lambda (HTTP API)",
             )

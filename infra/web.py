@@ -19,11 +19,14 @@ from constructs import Construct
 from .config import EnvironmentConfig
 from .domains import certificate, publish_host
 from .email import EmailStack
+from .flags import FlagsStack
 from .lambdas import RuntimeFunction, process_environment
 from .nag import acknowledge
 from .realtime import RealtimeStack
 
 HTTP_HANDLER = "milequest.handlers.http.handler"
+# POWERTOOLS_SERVICE_NAME of the HTTP app (the ``service`` dimension of its metrics).
+PROCESS_NAME = "web"
 HTTPS_PORT = 443
 
 _ACCESS_LOG_FORMAT = {
@@ -43,14 +46,15 @@ _ACCESS_LOG_FORMAT = {
 def http_app_environment(
     config: EnvironmentConfig, email: EmailStack, realtime: RealtimeStack
 ) -> dict[str, str]:
-    """The settings of the HTTP app, wherever it runs (function or container).
+    """The settings of the HTTP app, wherever it runs (function or container); the flags'
+    come with their grant (``RuntimeFunction``'s ``flags``, the container's task role).
 
     ``REALTIME_WS_*`` tell ``GET /realtime/config`` where pusher-js reaches the stage (its
     ``ws.`` host: without a custom domain there is none). ``REALTIME_CHANNEL_POLICY`` stays
     unset (deny): the application plugs in its own rule.
     """
     env = {
-        **process_environment(config, "web"),
+        **process_environment(config, PROCESS_NAME),
         **email.runtime_environment(),
         **realtime.runtime_environment(),
     }
@@ -60,6 +64,8 @@ def http_app_environment(
             "REALTIME_WS_PORT": str(HTTPS_PORT),
             "REALTIME_WS_TLS": "true",
         }
+    if config.migration.websocket_secondary_provider is not None:
+        env["WEBSOCKET_SECONDARY_PROVIDER"] = config.migration.websocket_secondary_provider
     if config.web_cors_origins:
         env["WEB_CORS_ORIGINS"] = ",".join(config.web_cors_origins)
     return env
@@ -88,6 +94,7 @@ class WebStack(Stack):
         config: EnvironmentConfig,
         email: EmailStack,
         realtime: RealtimeStack,
+        flags: FlagsStack,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -97,11 +104,12 @@ class WebStack(Stack):
             "HttpApp",
             config=config,
             handler=HTTP_HANDLER,
-            service="web",
+            service=PROCESS_NAME,
             description="The HTTP app (milequest.web): auth endpoints, Pusher HTTP API, webhooks",
             environment=http_app_environment(config, email, realtime),
             timeout=Duration.seconds(29),
             memory_size=1024,
+            flags=flags,
         )
         # The same rights as the container's task role.
         self.app_function.role.add_managed_policy(email.sender_policy)

@@ -222,7 +222,8 @@ def bare(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> Synthesiz
 @pytest.fixture(scope="session")
 def certified(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """staging on the container target with an imported certificate and no hosted zone,
-    a webhook URL, reserved concurrency, and the account role left to another stack."""
+    a webhook URL, reserved concurrency, the account role left to another stack, and a
+    migration of both services in progress."""
     config = variant(
         "staging",
         hosted_zone=None,
@@ -235,5 +236,10 @@ def certified(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> Synt
         manage_apigateway_account_role=False,
         reserved_concurrency=5,
         websocket_webhook_url="https://hooks.milequest.app/pusher",
+        migration={
+            "email_secondary_provider": "resend",
+            "websocket_secondary_provider": "pusher",
+            "error_rate_margin": 0.05,
+        },
     )
     return synth_variant(config, tmp_path_factory.mktemp("cdk-out-certified"))

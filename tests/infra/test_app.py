@@ -25,10 +25,15 @@ def test_one_stage_per_environment_with_named_stacks(synthesized: Synthesized) -
         # `cdk deploy 'dev/*'` selects stacks by these hierarchical ids.
         assert all(a.hierarchical_id.startswith(f"{env}/") for a in artifacts)
         assert {a.stack_name for a in artifacts} >= {
+            f"milequest-{env}-flags",
             f"milequest-{env}-email",
             f"milequest-{env}-realtime",
             f"milequest-{env}-observability",
         }
+        # Every process reads the flags: their stacks deploy after the Flags stack.
+        for consumer in (stage.email, stage.realtime, stage.web or stage.container):
+            assert consumer is not None
+            assert stage.flags in consumer.dependencies
         # Placement comes from the config, never from the caller's credentials.
         config = ENVIRONMENTS[env]
         assert config.region != CLI_REGION

@@ -60,6 +60,13 @@ CHANGED = {
     "reserved_concurrency": 3,
     "snap_start": True,
     "container": {"enabled": True, "cpu": 1024, "memory_mib": 2048, "desired_count": 3},
+    "flag_rollout": {"duration_minutes": 60, "growth_factor": 5, "final_bake_minutes": 30},
+    "migration": {
+        "email_secondary_provider": "resend",
+        "websocket_secondary_provider": "apigateway",
+        "error_rate_margin": 0.1,
+    },
+    "application_service_name": "other-app",
 }
 
 
