@@ -5,7 +5,9 @@ is its own), connects the clients as pusher-js does (Pusher protocol 7), subscri
 one channel,
 then triggers M events one after another with the apigateway provider, exactly as an
 application would. Reports delivered / lost, delivery latency (p50 / p99), deliveries per
-second and the stack process's resident memory.
+second, how long each trigger call took, the CPU time per delivery of the stack process
+(embedded DynamoDB, management API, gateway) and of this one (the provider and the
+clients), and the stack process's resident memory.
 
     .venv/bin/python scripts/bench_local.py [--clients 1000] [--triggers 100]
 """
@@ -38,6 +40,13 @@ def raise_open_files_limit(needed: int) -> int:
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
@@ -152,11 +161,15 @@ async def bench(
     service = create_websocket_service()
     expected = clients * triggers
     reported = 0
+    call_ms: list[float] = []
+    stack_cpu, own_cpu = cpu_seconds(pid), time.process_time()
     first_sent = time.time()
     for i in range(triggers):
+        started = time.perf_counter()
         result = await asyncio.to_thread(
             service.trigger, CHANNEL, "tick", {"i": i, "sent_at": time.time()}
         )
+        call_ms.append((time.perf_counter() - started) * 1000)
         reported += result.delivered or 0
     # Every post has been answered by now; give the clients a bounded moment to read
     # (what has not arrived by then is reported as lost).
@@ -165,6 +178,7 @@ async def bench(
             while tally.received < expected:
                 await asyncio.sleep(0.05)
     elapsed = (tally.last_at or time.time()) - first_sent
+    stack_cpu, own_cpu = cpu_seconds(pid) - stack_cpu, time.process_time() - own_cpu
     rss_after = rss_mib(pid)
     for ws in sockets:
         await ws.close()
@@ -184,6 +198,15 @@ async def bench(
         "max_ms": round(max(tally.latencies_ms, default=float("nan")), 1),
         "mean_ms": round(statistics.fmean(tally.latencies_ms), 1) if tally.latencies_ms else None,
         "deliveries_per_s": round(tally.received / elapsed, 1) if elapsed > 0 else None,
+        "trigger_call_ms": {
+            "p50": round(percentile(call_ms, 50), 1),
+            "p99": round(percentile(call_ms, 99), 1),
+        },
+        "cpu_ms_per_delivery": {
+            "stack": round(stack_cpu * 1000 / max(tally.received, 1), 3),
+            "provider_and_clients": round(own_cpu * 1000 / max(tally.received, 1), 3),
+        },
+        "load_average": round(os.getloadavg()[0], 1),
         "stack_rss_mib": {
             "idle": round(rss_idle, 1),
             "connected": round(rss_connected, 1),

@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("milequest.local.fanout")
 
 QUEUE_NAME = "milequest-local-fanout"
-DEAD_LETTER_QUEUE_NAME = "milequest-local-fanout-dlq"
+INVOCATION_TIMEOUT_S = 25.0
+# As in AWS: six times the function's timeout, so that a shard still being delivered is not
+# handed to a second worker.
+VISIBILITY_TIMEOUT_S = int(6 * INVOCATION_TIMEOUT_S)
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
@@ -43,7 +46,7 @@ def create_fanout_queues(
     sqs: SQSClient,
     *,
     name: str = QUEUE_NAME,
-    visibility_timeout: int = 30,
+    visibility_timeout: int = VISIBILITY_TIMEOUT_S,
     max_receive_count: int = 5,
 ) -> FanoutQueues:
     """Create (or find) the shard queue, redriving to a dead-letter queue."""
@@ -104,7 +107,7 @@ class FanoutConsumer:
         *,
         workers: int = 4,
         batch_size: int = 1,
-        invocation_timeout_s: float = 25.0,
+        invocation_timeout_s: float = INVOCATION_TIMEOUT_S,
         wait_seconds: int = 1,
         region: str = "us-east-1",
         handler: Handler | None = None,

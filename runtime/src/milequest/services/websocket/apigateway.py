@@ -276,7 +276,12 @@ class ApiGatewayWebSocketService(ConnectionService):
             if self._poster_instance is None:
                 import boto3
 
-                session = boto3.session.Session()
+                # The process's default session, which the boto3 clients use: one credential
+                # chain, resolved and refreshed once for both.
+                if boto3.DEFAULT_SESSION is None:
+                    boto3.setup_default_session()
+                session = boto3.DEFAULT_SESSION
+                assert session is not None
                 credentials = session.get_credentials()
                 if credentials is None:
                     raise self._error(
