@@ -504,3 +504,21 @@ def test_property_a_remainder_holds_exactly_what_was_missed(
             outcome = missed[cid]
             assert remainder.messages == frames[outcome.delivered :]
             assert remainder.attempt == attempt + (1 if outcome.attempted else 0)
+
+
+def test_a_refusing_management_api_fails_each_shard_after_its_retries(
+    service: ApiGatewayWebSocketService,
+    consumer: FanoutConsumer,
+    queues: FanoutQueues,
+    connections: ConnectionsState,
+    moto_endpoint: str,
+    table: str,
+    metrics: InMemorySink,
+) -> None:
+    seed(moto_endpoint, table, "crowd", 30)
+    connections.forbid = True
+    assert service.trigger("crowd", "ev", 1).shards == 2
+    drain(consumer, queues)  # each shard, then its remainder once (fanout_shard_retries=1)
+    assert not connections.posts
+    assert metrics.total("FailedDeliveries") == 30
+    assert metrics.total("Deliveries") == 0

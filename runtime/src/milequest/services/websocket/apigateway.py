@@ -630,21 +630,10 @@ class ApiGatewayWebSocketService(ConnectionService):
                 job.attempt + 1,
                 first,
             )
-        queue = self._shard_queue()
-        if retry and queue is None:
-            raise self._error(
-                "CONFIGURATION", "no fan-out queue (WEBSOCKET_FANOUT_QUEUE_URL) to retry into"
-            )
-        for remainder in retry:
-            delay = 0 if remainder.attempt == job.attempt else _requeue_delay(remainder.attempt)
-            try:
-                assert queue is not None
-                queue.send([remainder], delay_seconds=delay)
-            except ShardQueueError as exc:
-                raise self._error("PROVIDER_UNAVAILABLE", str(exc), retryable=True) from None
         self.record_metric("Deliveries", delivered)
         self.record_metric("GoneConnections", len(gone))
         self.record_metric("FailedDeliveries", failed)
+        self._requeue(job, retry)
         return ShardReport(
             channel=job.channel,
             connections=len(job.connections),
@@ -653,6 +642,23 @@ class ApiGatewayWebSocketService(ConnectionService):
             requeued=sum(len(j.connections) for j in retry),
             failed=failed,
         )
+
+    def _requeue(self, job: ShardJob, remainders: list[ShardJob]) -> None:
+        """Queue what a shard missed: at once when it was never tried, else after a delay."""
+        if not remainders:
+            return
+        queue = self._shard_queue()
+        if queue is None:
+            raise self._error(
+                "CONFIGURATION", "no fan-out queue (WEBSOCKET_FANOUT_QUEUE_URL) to retry into"
+            )
+        try:
+            for remainder in remainders:
+                tried = remainder.attempt > job.attempt
+                delay = _requeue_delay(remainder.attempt) if tried else 0
+                queue.send([remainder], delay_seconds=delay)
+        except ShardQueueError as exc:
+            raise self._error("PROVIDER_UNAVAILABLE", str(exc), retryable=True) from None
 
     # -- WebSocketService hooks --------------------------------------------------------------
 

@@ -86,7 +86,7 @@ class Outcome:
     delivered: int = 0
     gone: bool = False
     failure: Failure | None = None
-    attempted: bool = True  # False: skipped (deadline reached, or the API refused us)
+    attempted: bool = True  # False: not started, the deadline had passed
 
 
 class ConnectionPoster:
@@ -97,7 +97,7 @@ class ConnectionPoster:
       jittered backoff and retry quota, ``max_attempts`` attempts in all (the first one
       included), then reported as a failure.
     - 403: our credentials or the endpoint are wrong; the posts still pending in the same
-      :meth:`post_many` call are skipped.
+      :meth:`post_many` call are not sent (they fail the same way).
     - Any other answer: a failure, not retried.
     """
 
@@ -267,20 +267,23 @@ class ConnectionPoster:
     ) -> list[Outcome]:
         """Post to every connection concurrently; one :class:`Outcome` each, in order.
 
-        No connection is started after ``deadline`` (``time.monotonic()``) or after a 403:
-        those come back with ``attempted=False``.
+        No connection is started after ``deadline`` (``time.monotonic()``): those come back
+        with ``attempted=False``. After a 403 none is started either: those come back with
+        that failure, as they would all have had it.
         """
         if len(work) <= 1:
             return [self.post(cid, messages) for cid, messages in work]
-        refused = threading.Event()
+        refusal: list[Failure] = []
 
         def one(item: tuple[str, Sequence[bytes]]) -> Outcome:
             connection_id, messages = item
-            if refused.is_set() or (deadline is not None and time.monotonic() >= deadline):
+            if refusal:
+                return Outcome(connection_id, failure=refusal[0])
+            if deadline is not None and time.monotonic() >= deadline:
                 return Outcome(connection_id, attempted=False)
             outcome = self.post(connection_id, messages)
             if outcome.failure is not None and outcome.failure.kind == "forbidden":
-                refused.set()
+                refusal.append(outcome.failure)
             return outcome
 
         return list(self._pool_executor().map(one, work))
