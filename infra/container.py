@@ -153,6 +153,7 @@ class ContainerStack(Stack):
         task_role = self.service.task_definition.task_role
         task_role.add_managed_policy(email.sender_policy)
         task_role.add_managed_policy(realtime.publisher_policy)
+        email.suppression.grant_record(task_role)
         flags.grant_read(task_role)
         self._acknowledgements()
         self._dns(config)

@@ -19,6 +19,7 @@ from .flags import FlagsStack
 from .keys import service_key
 from .lambdas import RuntimeFunction
 from .nag import acknowledge, acknowledge_validation, arn_prefix
+from .suppression import LOOKUP_ACTIONS, SuppressionTable
 
 SES_EVENTS_HANDLER = "milequest.handlers.ses_events.handler"
 # POWERTOOLS_SERVICE_NAME of the SES event handler (the ``service`` dimension of metrics).
@@ -115,6 +116,10 @@ class EmailStack(Stack):
         )
         self.topics = self._topics()
         self.dead_letter_queue = self._dead_letter_queue()
+        # The suppression list every provider checks before sending (shared by processes).
+        self.suppression = SuppressionTable(
+            self, "SuppressionTable", removal_policy=config.cdk_removal_policy
+        )
         self.event_handler = self._event_handler()
         self.template_names = self._templates()
         self.sender_policy = self._sender_policy()
@@ -136,6 +141,11 @@ class EmailStack(Stack):
                 "EventsDeadLetterQueueUrl",
                 self.dead_letter_queue.queue_url,
                 "SES events that could not be processed",
+            ),
+            (
+                "SuppressionTableName",
+                self.suppression.table.table_name,
+                "EMAIL_SUPPRESSION_TABLE: the shared suppression list",
             ),
         ):
             CfnOutput(self, name, value=value, description=description)
@@ -249,6 +259,7 @@ class EmailStack(Stack):
         )
         # Lambda sends failed asynchronous invocations to the KMS-encrypted DLQ as the role.
         self.key.grant(handler.role, "kms:GenerateDataKey", "kms:Decrypt")
+        self.suppression.grant_record(handler.role)
         handler.role.add_to_policy(
             iam.PolicyStatement(
                 sid="SuppressionList",
@@ -283,6 +294,7 @@ class EmailStack(Stack):
             "SES_SANDBOX": "true" if config.ses_sandbox else "false",
             "SES_CONFIGURATION_SET": self.configuration_set.configuration_set_name,
             "SES_TEMPLATE_PREFIX": self.template_prefix,
+            **self.suppression.environment,
         }
 
     # Templates and sending -------------------------------------------------------------
@@ -329,6 +341,12 @@ class EmailStack(Stack):
             ),
             iam.PolicyStatement(
                 sid="AccountLevelReads", actions=list(ACCOUNT_LEVEL_READS), resources=["*"]
+            ),
+            # The pre-send check of the shared suppression list.
+            iam.PolicyStatement(
+                sid="SuppressionList",
+                actions=list(LOOKUP_ACTIONS),
+                resources=[self.suppression.table.table_arn],
             ),
         ]
         if self.config.ses_sandbox:

@@ -84,7 +84,21 @@ class FlagsStack(Stack):
             deployment_strategy=self.strategy,
             deploy_to=[self.appconfig_environment],
         )
+        # For the application's own processes, which route mail and events by the flags.
+        self.reader_policy = iam.ManagedPolicy(
+            self,
+            "ReaderPolicy",
+            description=f"{config.resource_prefix}: read the migration flags",
+            statements=[
+                iam.PolicyStatement(actions=list(READ_ACTIONS), resources=[self.profile_arn])
+            ],
+        )
         for name, value, description in (
+            (
+                "FlagsReaderPolicyArn",
+                self.reader_policy.managed_policy_arn,
+                "Attach to an application role that reads the flags",
+            ),
             ("FlagsApplicationId", self.application.application_id, "FEATURE_FLAGS_APPLICATION"),
             (
                 "FlagsEnvironmentId",

@@ -13,7 +13,9 @@ from constructs import Construct
 
 from .config import EnvironmentConfig
 from .container import ContainerStack
+from .costs import TableSource, cost_widgets
 from .email import EmailStack
+from .fanout import FanoutQueue
 from .keys import service_key
 from .lambdas import RuntimeFunction
 from .provider_metrics import ProviderFigures
@@ -63,6 +65,7 @@ class ObservabilityStack(Stack):
             "WsAnnounce": realtime.announce_function,
             "WsDisconnect": realtime.disconnect_function,
             "WsMessage": realtime.message_function,
+            "WsFanout": realtime.fanout_function,
         }
         if web is not None:
             functions["HttpApp"] = web.app_function
@@ -86,6 +89,9 @@ class ObservabilityStack(Stack):
             threshold=1,
             description="SES events could not be processed and wait in the dead-letter queue",
         )
+        for alarm in realtime.fanout.add_alarms(self, action=actions.SnsAction(self.alarm_topic)):
+            alarm.add_ok_action(actions.SnsAction(self.alarm_topic))
+            self.alarms.append(alarm)
         api_errors = self._api_metrics(realtime)
         self._alarm(
             "WebSocketApiErrors",
@@ -127,7 +133,10 @@ class ObservabilityStack(Stack):
                 comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                 evaluation_periods=3,
             )
-        self.dashboard = self._dashboard(functions, api_errors, dlq_depth, container)
+        self.dashboard = self._dashboard(
+            functions, api_errors, dlq_depth, container, realtime.fanout
+        )
+        self.dashboard.add_widgets(*self._cost_widgets(email, realtime, web))
 
     # Alarms ----------------------------------------------------------------------------
 
@@ -251,12 +260,30 @@ class ObservabilityStack(Stack):
 
     # Dashboard -------------------------------------------------------------------------
 
+    def _cost_widgets(
+        self, email: EmailStack, realtime: RealtimeStack, web: WebStack | None
+    ) -> list[cloudwatch.IWidget]:
+        """Estimated daily cost of each part (``infra.costs``, the runtime's price data)."""
+        http = [web.app_function.function] if web is not None else []
+        return cost_widgets(
+            api_id=realtime.api.api_id,
+            stage_name=realtime.stage_name,
+            realtime_functions=[fn.function for fn in realtime.functions] + http,
+            realtime_tables=[TableSource(realtime.table.table_name, realtime.table_indexes)],
+            fanout_queues=[realtime.fanout.queue.queue_name],
+            email_functions=[email.event_handler.function],
+            email_tables=[TableSource(email.suppression.table.table_name)],
+            email_queues=[email.dead_letter_queue.queue_name],
+            region=self.config.region,
+        )
+
     def _dashboard(
         self,
         functions: dict[str, RuntimeFunction],
         api: dict[str, cloudwatch.Metric],
         dlq_depth: cloudwatch.Metric,
         container: ContainerStack | None,
+        fanout: FanoutQueue,
     ) -> cloudwatch.Dashboard:
         dashboard = cloudwatch.Dashboard(
             self,
@@ -313,7 +340,21 @@ class ObservabilityStack(Stack):
                 ],
                 width=8,
             ),
-            cloudwatch.GraphWidget(title="SES events DLQ depth", left=[dlq_depth], width=8),
+            cloudwatch.GraphWidget(
+                title="Queues: dead letters, oldest fan-out shard (s)",
+                left=[
+                    dlq_depth.with_(label="SES events DLQ"),
+                    fanout.dead_letter_queue.metric_approximate_number_of_messages_visible(
+                        period=FIVE_MINUTES, statistic="Maximum", label="Fan-out DLQ"
+                    ),
+                ],
+                right=[
+                    fanout.queue.metric_approximate_age_of_oldest_message(
+                        period=FIVE_MINUTES, statistic="Maximum", label="Oldest shard age"
+                    )
+                ],
+                width=8,
+            ),
         )
         for row in self.providers.widgets():
             dashboard.add_widgets(*row)

@@ -20,6 +20,7 @@ from milequest.services.metrics import DEFAULT_NAMESPACE
 
 from .config import EnvironmentConfig
 from .email import EVENTS_PROCESS_NAME
+from .realtime import FANOUT_PROCESS_NAME
 from .realtime import PROCESS_NAME as WEBSOCKET_PROCESS_NAME
 from .web import PROCESS_NAME as WEB_PROCESS_NAME
 
@@ -133,6 +134,8 @@ class ProviderFigures:
         self.triggers = CallFamily(
             "websocket", ("trigger", "trigger_batch", "send_to_user"), (app, WEB_PROCESS_NAME)
         )
+        # Deliveries: inline by those, in shards by the fan-out workers.
+        self.delivery_sources = (app, WEB_PROCESS_NAME, FANOUT_PROCESS_NAME)
         # The alarms' share of those, within an alarm's 10 metrics (docs/operations.md).
         self.alarm_sends = CallFamily("email", ("send_email", "send_templated_email"), (app,))
         self.alarm_triggers = CallFamily("websocket", ("trigger",), (app, WEB_PROCESS_NAME))
@@ -180,7 +183,7 @@ class ProviderFigures:
         """``Deliveries`` or ``GoneConnections`` (410s): only API Gateway counts them."""
         return [
             _metric(name, {"Service": "websocket", "Provider": provider, "service": source})
-            for source in self.triggers.sources
+            for source in self.delivery_sources
         ]
 
     # Dashboard ------------------------------------------------------------------------------

@@ -20,13 +20,24 @@ from milequest.services.websocket.apigateway import TTL_ATTRIBUTE, table_definit
 from .app_secrets import pusher_secret, websocket_app_secret
 from .config import EnvironmentConfig
 from .domains import certificate, publish_host
+from .fanout import HANDLER as FANOUT_HANDLER
+from .fanout import FanoutQueue
 from .flags import FlagsStack
 from .lambdas import RuntimeFunction
 from .nag import acknowledge, arn_prefix
 
 HANDLERS = "milequest.handlers.websocket"
-# POWERTOOLS_SERVICE_NAME of the WebSocket handlers (the ``service`` dimension of metrics).
+# POWERTOOLS_SERVICE_NAME of the WebSocket handlers and of the fan-out workers (the
+# ``service`` dimension of their metrics).
 PROCESS_NAME = "websocket"
+FANOUT_PROCESS_NAME = "fanout"
+# A shard of 500 connections takes seconds; the worker stops starting deliveries 10 s
+# before its timeout and queues the rest again.
+FANOUT_TIMEOUT = Duration.seconds(60)
+# Below API Gateway's 29 s integration timeout.
+HANDLER_TIMEOUT = Duration.seconds(29)
+# What a publisher needs of the shard queue (sqs:SendMessage covers SendMessageBatch).
+FANOUT_ENQUEUE_ACTIONS = ["sqs:SendMessage"]
 TOKEN_QUERY_PARAMETER = "token"
 # Pusher frames carry their type in "event".
 ROUTE_SELECTION = "$request.body.event"
@@ -129,6 +140,24 @@ class RealtimeStack(Stack):
             f"https://{self.api.api_id}.execute-api.{self.region}.{self.url_suffix}/"
             f"{self.stage_name}"
         )
+        # Channels above WEBSOCKET_FANOUT_THRESHOLD subscribers are delivered in shards.
+        self.fanout_function = self._function(
+            "FanoutWorker",
+            FANOUT_HANDLER,
+            "Delivers the shards of large channels",
+            process=FANOUT_PROCESS_NAME,
+            timeout=FANOUT_TIMEOUT,
+        )
+        self.fanout = FanoutQueue(
+            self,
+            "Fanout",
+            worker=self.fanout_function.function,
+            target=self.fanout_function.alias,
+            reserved_concurrency=config.reserved_concurrency,
+            removal_policy=config.cdk_removal_policy,
+        )
+        for name, value in self.fanout.environment.items():
+            self.fanout_function.function.add_environment(name, value)
         self.announce_function = self._function(
             "Announce", "announce", "Pushes pusher:connection_established after $connect"
         )
@@ -148,7 +177,12 @@ class RealtimeStack(Stack):
             "Message", "on_message", "Answers Pusher frames: subscriptions, sign-in, client events"
         )
         self.authorizer_function = (
-            self._function("Authorizer", "authorize", "Verifies connection tokens on $connect")
+            self._function(
+                "Authorizer",
+                "authorize",
+                "Verifies connection tokens on $connect",
+                timeout=Duration.seconds(10),
+            )
             if config.websocket_token_authorizer
             else None
         )
@@ -160,6 +194,7 @@ class RealtimeStack(Stack):
                 self.announce_function,
                 self.disconnect_function,
                 self.message_function,
+                self.fanout_function,
             )
             if fn is not None
         ]
@@ -175,6 +210,7 @@ class RealtimeStack(Stack):
             ("WebSocketUrl", self.stage.url, "The stage's own endpoint (raw WebSocket clients)"),
             ("ManagementEndpoint", self.callback_url, "APIGW_MANAGEMENT_ENDPOINT"),
             ("ConnectionsTableName", self.table.table_name, "CONNECTIONS_TABLE"),
+            ("FanoutQueueUrl", self.fanout.queue.queue_url, "WEBSOCKET_FANOUT_QUEUE_URL"),
             ("WebSocketSecretArn", self.websocket_secret.secret_arn, "WEBSOCKET_SECRET_ARN"),
             ("PusherSecretArn", self.pusher_secret.secret_arn, "PUSHER_SECRET_ARN"),
             ("PusherKey", self.config.websocket_app_key, "The app key pusher-js connects with"),
@@ -214,7 +250,9 @@ class RealtimeStack(Stack):
             time_to_live_attribute=TTL_ATTRIBUTE,
             removal_policy=self.config.cdk_removal_policy,
         )
-        for index in definition.get("GlobalSecondaryIndexes", []):
+        indexes = definition.get("GlobalSecondaryIndexes", [])
+        self.table_indexes = tuple(index["IndexName"] for index in indexes)
+        for index in indexes:
             index_partition, index_sort = _keys(index["KeySchema"], types)
             table.add_global_secondary_index(
                 index_name=index["IndexName"],
@@ -228,6 +266,9 @@ class RealtimeStack(Stack):
 
     def runtime_environment(self) -> dict[str, str]:
         """The realtime settings of the runtime in this environment."""
+        return self._environment() | self.fanout.environment
+
+    def _environment(self) -> dict[str, str]:
         config = self.config
         env = {
             "WEBSOCKET_PROVIDER": config.websocket_provider,
@@ -244,9 +285,18 @@ class RealtimeStack(Stack):
         return env
 
     def _function(
-        self, construct_id: str, name: str, description: str, **extra: str
+        self,
+        construct_id: str,
+        handler: str,
+        description: str,
+        *,
+        process: str = PROCESS_NAME,
+        timeout: Duration = HANDLER_TIMEOUT,
+        **extra: str,
     ) -> RuntimeFunction:
-        env = self.runtime_environment()
+        """A handler of this stack (``handler``: a name in the WebSocket handlers' module, or
+        a full path); the fan-out worker's comes first, without the queue's URL."""
+        env = self._environment() if process == FANOUT_PROCESS_NAME else self.runtime_environment()
         # The API Gateway handlers always use the API Gateway provider, whatever the
         # application publishes through.
         env["WEBSOCKET_PROVIDER"] = "apigateway"
@@ -255,11 +305,11 @@ class RealtimeStack(Stack):
             self,
             construct_id,
             config=self.config,
-            handler=f"{HANDLERS}.{name}",
-            service=PROCESS_NAME,
+            handler=handler if "." in handler else f"{HANDLERS}.{handler}",
+            service=process,
             description=description,
             environment={**env, **extra},
-            timeout=Duration.seconds(10 if name == "authorize" else 29),
+            timeout=timeout,
             flags=self.flags,
         )
 
@@ -438,10 +488,13 @@ class RealtimeStack(Stack):
             self.announce_function,
             self.disconnect_function,
             self.message_function,
+            self.fanout_function,
         ):
             self.websocket_secret.grant_read(handler.role)
             self.table.grant_read_write_data(handler.role)
             self.stage.grant_management_api_access(handler.role)
+            # Events to a large channel (presence, client events) go out in shards.
+            self.fanout.grant_enqueue(handler.role)
             acknowledge(handler.role, "IAM5", PUBLISH_WILDCARDS, *self._publish_findings())
         # $connect cannot post to its own connection: it hands the first frame to announce.
         self.announce_function.alias.grant_invoke(self.connect_function.role)
@@ -484,6 +537,11 @@ class RealtimeStack(Stack):
                     sid="Secrets",
                     actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
                     resources=[self.websocket_secret.secret_arn, self.pusher_secret.secret_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="FanoutShards",
+                    actions=FANOUT_ENQUEUE_ACTIONS,
+                    resources=[self.fanout.queue.queue_arn],
                 ),
             ],
         )

@@ -114,6 +114,8 @@ class WebStack(Stack):
         # The same rights as the container's task role.
         self.app_function.role.add_managed_policy(email.sender_policy)
         self.app_function.role.add_managed_policy(realtime.publisher_policy)
+        # Webhooks and one-click unsubscribes add to the suppression list.
+        email.suppression.grant_record(self.app_function.role)
         self.api = apigw.HttpApi(
             self,
             "HttpApi",

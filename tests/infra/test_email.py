@@ -8,9 +8,13 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match
+from milequest.services.email.suppression_dynamodb import (
+    table_definition as suppression_table_definition,
+)
 from milequest.services.email.templates import load_template_sources
 
 from infra.config import ENVIRONMENTS
+from infra.suppression import LOOKUP_ACTIONS, RECORD_ACTIONS
 
 from .conftest import Synthesized, only, resources
 
@@ -243,3 +247,45 @@ def test_outputs_for_operators(synthesized: Synthesized, env: str) -> None:
     (config_set_id,) = resources(template, "AWS::SES::ConfigurationSet")
     assert outputs["ConfigurationSetName"]["Value"] == {"Ref": config_set_id}
     assert "EventsDeadLetterQueueUrl" in outputs
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_the_shared_suppression_list(synthesized: Synthesized, env: str) -> None:
+    """One table per stage, from the runtime's definition; the event handler and the HTTP app
+    add to it, applications sending mail only look addresses up."""
+    template = _email(synthesized, env)
+    (table_id, table), *others = resources(template, "AWS::DynamoDB::Table").items()
+    assert others == []
+    assert table["Properties"]["KeySchema"] == suppression_table_definition()["KeySchema"]
+    retain = ENVIRONMENTS[env].removal_policy == "retain"
+    assert table["DeletionPolicy"] == ("Retain" if retain else "Delete")
+    table_arn = {"Fn::GetAtt": [table_id, "Arn"]}
+    (handler,) = resources(template, "AWS::Lambda::Function").values()
+    assert handler["Properties"]["Environment"]["Variables"]["EMAIL_SUPPRESSION_TABLE"] == {
+        "Ref": table_id
+    }
+    granted: dict[str, set[str]] = {}
+    for lid, policy in (
+        resources(template, "AWS::IAM::Policy") | resources(template, "AWS::IAM::ManagedPolicy")
+    ).items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement["Resource"] == table_arn:
+                actions = statement["Action"]
+                granted.setdefault(lid, set()).update(
+                    actions if isinstance(actions, list) else [actions]
+                )
+    (sender,) = resources(template, "AWS::IAM::ManagedPolicy")
+    assert granted.pop(sender) == set(LOOKUP_ACTIONS)
+    assert list(granted.values()) == [set(RECORD_ACTIONS)]
+    # The HTTP app (webhooks, unsubscribes) records too, on its own stack's role.
+    app = "Web" if "Web" in synthesized.stack_names(env) else "Container"
+    app_template = synthesized.template_json(env, app)
+    record = [
+        statement
+        for policy in resources(app_template, "AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if "Fn::ImportValue" in json.dumps(statement["Resource"])
+        and "dynamodb:PutItem" in json.dumps(statement["Action"])
+    ]
+    assert len(record) == 1
+    assert set(record[0]["Action"]) == set(RECORD_ACTIONS)

@@ -453,8 +453,8 @@ def test_every_process_reads_this_stages_profile(synthesized: Synthesized, env: 
     exports = _exported_ids(synthesized, env)
     assert sorted(exports) == sorted(FLAG_VARIABLES.values())
     processes = _runtime_processes(synthesized, env)
-    # Five handlers and the HTTP app, on Lambda or on the container.
-    assert len(processes) == 6
+    # Six handlers (the fan-out worker's too) and the HTTP app, on Lambda or the container.
+    assert len(processes) == 7
     for where, variables, _, _ in processes:
         for name, kind in FLAG_VARIABLES.items():
             assert variables[name] == {"Fn::ImportValue": exports[kind]}, (where, name)
@@ -502,3 +502,25 @@ def test_read_grant_is_exactly_this_profile(synthesized: Synthesized, env: str) 
         (where.split("/")[0], role) for where, _, _, roles in processes for role in roles
     }
     assert granted_roles == expected_roles
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_applications_get_a_reader_policy_for_the_same_profile(
+    synthesized: Synthesized, env: str
+) -> None:
+    template = synthesized.template_json(env, "Flags")
+    (policy_id, policy), *others = resources(template, "AWS::IAM::ManagedPolicy").items()
+    assert others == []
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert set(statement["Action"]) == READ_ACTIONS
+    ids = {
+        kind: next(iter(resources(template, f"AWS::AppConfig::{kind}")))
+        for kind in FLAG_VARIABLES.values()
+    }
+    parts = statement["Resource"]["Fn::Join"][1]
+    assert [p for p in parts if isinstance(p, dict)] == [
+        {"Ref": ids["Application"]},
+        {"Ref": ids["Environment"]},
+        {"Ref": ids["ConfigurationProfile"]},
+    ]
+    assert template["Outputs"]["FlagsReaderPolicyArn"]["Value"] == {"Ref": policy_id}

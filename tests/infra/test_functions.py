@@ -60,6 +60,7 @@ def test_every_handler_is_deployed(synthesized: Synthesized, env: str) -> None:
     assert set(_functions(synthesized, env)) == {
         "milequest.handlers.ses_events.handler",
         *(f"milequest.handlers.websocket.{name}" for name in WEBSOCKET_HANDLERS),
+        "milequest.handlers.fanout.handler",
         *http,
     }
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from milequest.costs import load_prices
 
 from infra.config import ENVIRONMENTS
 
@@ -47,11 +48,12 @@ def test_function_dlq_and_api_alarms_notify_the_alarm_topic(
     for alarm in alarms.values():
         assert alarm["AlarmActions"] == [{"Ref": topic_id}]
     errors = [a for a in alarms.values() if a.get("MetricName") == "Errors"]
-    # SES events, connect, announce, disconnect, message, and the HTTP app's function
+    # SES events, connect, announce, disconnect, message, fan-out, and the HTTP app's function
     serverless = not ENVIRONMENTS[env].container.enabled
-    assert len(errors) == 5 + serverless
+    assert len(errors) == 6 + serverless
     assert all(a["Namespace"] == "AWS/Lambda" and a["Threshold"] == 1 for a in errors)
-    dlq = _by_metric(template, "ApproximateNumberOfMessagesVisible")
+    (dlq,) = [a for lid, a in alarms.items() if lid.startswith("EventsDeadLetterQueueNotEmpty")]
+    assert dlq["MetricName"] == "ApproximateNumberOfMessagesVisible"
     assert dlq["Threshold"] == 1
     (api_alarm,) = [a for a in alarms.values() if "ExecutionError" in _math_metrics(a)]
     assert set(_math_metrics(api_alarm)) == {"ExecutionError", "IntegrationError"}
@@ -150,3 +152,92 @@ def test_dashboard_widgets(synthesized: Synthesized, env: str) -> None:
         "ApproximateNumberOfMessagesVisible",
     ):
         assert f'\\"{metric}\\"' in body, metric
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_fanout_alarms_notify_and_recover(synthesized: Synthesized, env: str) -> None:
+    template = synthesized.template_json(env, "Observability")
+    (topic_id,) = resources(template, "AWS::SNS::Topic")
+    alarms = _alarms(template)
+    dead_letters = [a for lid, a in alarms.items() if lid.startswith("FanoutDeadLetters")]
+    oldest = [a for lid, a in alarms.items() if lid.startswith("FanoutOldestShard")]
+    assert len(dead_letters) == len(oldest) == 1
+    assert dead_letters[0]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert oldest[0]["MetricName"] == "ApproximateAgeOfOldestMessage"
+    for alarm in (*dead_letters, *oldest):
+        assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": topic_id}]
+        (dimension,) = alarm["Dimensions"]
+        assert dimension["Name"] == "QueueName"
+        assert "Fn::ImportValue" in json.dumps(dimension["Value"])  # the Realtime stack's queue
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_cost_widgets_price_every_part_of_the_stage(synthesized: Synthesized, env: str) -> None:
+    """The daily cost graphs of infra.costs read every function, table, index and queue."""
+    stage = synthesized.stages[env]
+    observability = stage.observability
+    body = _body(synthesized.template_json(env, "Observability"))
+    # Priced for the stage's region, or the price file's default where it has none.
+    book = load_prices()
+    region = ENVIRONMENTS[env].region
+    priced = region if region in book.regions() else book.default_region
+    titles = [w["properties"].get("title", "") for w in body["widgets"]]
+    realtime_widget, email_widget = (
+        body["widgets"][titles.index(f"{part}: estimated cost (USD a day, {priced} prices)")]
+        for part in ("Realtime", "Email")
+    )
+
+    def dimension_values(widget: dict[str, Any], namespace: str, name: str) -> set[str]:
+        return {
+            row[row.index(name) + 1]
+            for row in widget["properties"]["metrics"]
+            if row[0] == namespace and name in row
+        }
+
+    realtime = stage.realtime
+    functions = [fn.function for fn in realtime.functions]
+    if stage.web is not None:
+        functions.append(stage.web.app_function.function)
+    # connect, announce, disconnect, message, fan-out (and the HTTP app on Lambda)
+    assert len(functions) == 5 + int(stage.web is not None)
+    assert dimension_values(realtime_widget, "AWS/Lambda", "FunctionName") == {
+        _token(observability, fn.function_name) for fn in functions
+    }
+    assert dimension_values(realtime_widget, "AWS/DynamoDB", "GlobalSecondaryIndexName") == {
+        "by_connection",
+        "channels",
+    }
+    assert dimension_values(realtime_widget, "AWS/DynamoDB", "TableName") == {
+        _token(observability, realtime.table.table_name)
+    }
+    assert dimension_values(realtime_widget, "AWS/SQS", "QueueName") == {
+        _token(observability, realtime.fanout.queue.queue_name)
+    }
+    assert dimension_values(realtime_widget, "AWS/ApiGateway", "ApiId") == {
+        _token(observability, realtime.api.api_id)
+    }
+    email = stage.email
+    assert dimension_values(email_widget, "AWS/Lambda", "FunctionName") == {
+        _token(observability, email.event_handler.function.function_name)
+    }
+    assert dimension_values(email_widget, "AWS/DynamoDB", "TableName") == {
+        _token(observability, email.suppression.table.table_name)
+    }
+    assert dimension_values(email_widget, "AWS/SQS", "QueueName") == {
+        _token(observability, email.dead_letter_queue.queue_name)
+    }
+    assert any(row[:2] == ["AWS/SES", "Send"] for row in email_widget["properties"]["metrics"])
+
+
+def _body(template: dict[str, Any]) -> dict[str, Any]:
+    """The dashboard body, each reference replaced by its JSON text."""
+    dashboard = only(template, "AWS::CloudWatch::Dashboard")
+    parts = dashboard["DashboardBody"]["Fn::Join"][1]
+    text = "".join(p if isinstance(p, str) else json.dumps(p).replace('"', "'") for p in parts)
+    body: dict[str, Any] = json.loads(text)
+    return body
+
+
+def _token(stack: Any, value: str) -> str:
+    """How a value of another stack appears in the dashboard body (see ``_body``)."""
+    return json.dumps(stack.resolve(value)).replace('"', "'")

@@ -193,6 +193,11 @@ def emitted(
     def connect(sink: MetricsSink) -> None:
         websocket(sink).connect("handlerConn01=", None)
 
+    def deliver_shard(sink: MetricsSink) -> None:
+        frame = json.dumps({"event": "update", "channel": "team-1", "data": "{}"})
+        shard = {"channel": "team-1", "messages": [frame], "connections": ["liveConnId001="]}
+        websocket(sink).deliver_shard(shard)
+
     def ses_events(sink: MetricsSink) -> None:
         messages = [
             json.loads((FIXTURES / name).read_text())
@@ -214,6 +219,7 @@ def emitted(
     run_as(config.application_service_name, trigger)
     run_as(web, trigger)
     run_as(process_names["milequest.handlers.websocket.on_connect"], connect)
+    run_as(process_names["milequest.handlers.fanout.handler"], deliver_shard)
     run_as(process_names["milequest.handlers.ses_events.handler"], ses_events)
     run_as(web, webhooks)
     assert found

@@ -307,8 +307,8 @@ def test_management_api_access_scoped_to_the_stage(synthesized: Synthesized, env
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             if statement["Action"] == "execute-api:ManageConnections":
                 grants.append(json.dumps(statement["Resource"]))
-    # connect, announce, disconnect, message and the publisher policy
-    assert len(grants) == 5
+    # connect, announce, disconnect, message, the fan-out worker and the publisher policy
+    assert len(grants) == 6
     for resource in grants:
         assert f'{{"Ref": "{api_id}"}}' in resource
         assert "/live/*/@connections/*" in resource
@@ -321,7 +321,7 @@ def test_webhook_url_follows_config(synthesized: Synthesized, certified: Synthes
         for fn in resources(template, "AWS::Lambda::Function").values()
         if fn["Properties"]["Handler"].startswith("milequest.")
     ]
-    assert len(functions) == 4
+    assert len(functions) == 5
     for fn in functions:
         variables = fn["Properties"]["Environment"]["Variables"]
         assert variables["WEBSOCKET_WEBHOOK_URL"] == "https://hooks.milequest.app/pusher"
@@ -329,3 +329,46 @@ def test_webhook_url_follows_config(synthesized: Synthesized, certified: Synthes
         assert "WEBSOCKET_WEBHOOK_URL" not in fn["Properties"].get("Environment", {}).get(
             "Variables", {}
         )
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_large_channels_fan_out_through_the_shard_queue(synthesized: Synthesized, env: str) -> None:
+    """The worker consumes the shard queue through its alias; every process that triggers
+    events knows the queue and may send to it, nothing else may."""
+    template = _realtime(synthesized, env)
+    queues = resources(template, "AWS::SQS::Queue")
+    (queue_id,) = [lid for lid, q in queues.items() if "RedrivePolicy" in q["Properties"]]
+    worker = _function_by_handler(template, "milequest.handlers.fanout.handler")
+    props = template["Resources"][worker]["Properties"]
+    variables = props["Environment"]["Variables"]
+    assert variables["WEBSOCKET_FANOUT_QUEUE_URL"] == {"Ref": queue_id}
+    assert variables["WEBSOCKET_PROVIDER"] == "apigateway"
+    assert variables["POWERTOOLS_SERVICE_NAME"] == "fanout"
+    assert props["Timeout"] == 60
+    mapping = only(template, "AWS::Lambda::EventSourceMapping")
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+    (alias,) = [
+        lid
+        for lid, a in resources(template, "AWS::Lambda::Alias").items()
+        if a["Properties"]["FunctionName"] == {"Ref": worker}
+    ]
+    assert alias in json.dumps(mapping["FunctionName"])
+    senders = set()
+    for lid, policy in (
+        resources(template, "AWS::IAM::Policy") | resources(template, "AWS::IAM::ManagedPolicy")
+    ).items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement["Resource"] == {"Fn::GetAtt": [queue_id, "Arn"]}:
+                actions = statement["Action"]
+                if "sqs:SendMessage" in (actions if isinstance(actions, list) else [actions]):
+                    senders.add(lid)
+    # The five handlers' policies (the worker queues remainders) and the publisher policy.
+    assert len(senders) == 6
+    assert any("PublisherPolicy" in lid for lid in senders)
+    for name in ("on_connect", "announce", "on_disconnect", "on_message"):
+        handler = template["Resources"][
+            _function_by_handler(template, f"milequest.handlers.websocket.{name}")
+        ]["Properties"]
+        assert handler["Environment"]["Variables"]["WEBSOCKET_FANOUT_QUEUE_URL"] == {
+            "Ref": queue_id
+        }, name
