@@ -49,6 +49,14 @@ def test_synth_needs_no_lookups(synthesized: Synthesized) -> None:
             (synthesized.outdir / f"assembly-{env}" / "manifest.json").read_text()
         )
         assert manifest.get("missing", []) == []
+        app = "Container" if ENVIRONMENTS[env].container.enabled else "Web"
+        assert set(synthesized.stack_names(env)) == {
+            "Flags",
+            "Email",
+            "Realtime",
+            app,
+            "Observability",
+        }
         for stack in synthesized.stack_names(env):
             assert "dummy" not in json.dumps(synthesized.template_json(env, stack))
 
@@ -168,6 +176,7 @@ def test_every_lambda_function_logs_with_a_retention(synthesized: Synthesized) -
     named after them (Lambda would otherwise create it without a retention)."""
     for env in ENVS:
         retention = ENVIRONMENTS[env].log_retention_days
+        checked = 0
         for stack in synthesized.stack_names(env):
             template = synthesized.template_json(env, stack)
             groups = resources(template, "AWS::Logs::LogGroup")
@@ -184,3 +193,7 @@ def test_every_lambda_function_logs_with_a_retention(synthesized: Synthesized) -
                     name = {"Fn::Join": ["", ["/aws/lambda/", {"Ref": lid}]]}
                     group = named[json.dumps(name)]
                 assert group["Properties"]["RetentionInDays"] == retention, (env, stack, lid)
+                checked += 1
+        # The six handlers, the secret filler, and the HTTP app's function or, with the
+        # container, the provider of the VPC's default-security-group custom resource.
+        assert checked == 8, env

@@ -58,30 +58,40 @@ def test_shipped_placement_and_operations_defaults() -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
+    ("field", "value", "named"),
     [
-        ("domain", "not a domain"),
-        ("from_address", "no-reply@elsewhere.example"),
-        ("log_retention_days", 10),
-        ("reserved_concurrency", 0),
-        ("region", "mars-1"),
-        ("account", "12345"),
-        ("account", None),
-        ("region", None),
-        ("hosted_zone", {"zone_id": "Z0123456789ABC", "zone_name": "other.example"}),
-        ("hosted_zone", {"zone_id": "Z0123456789ABC", "zone_name": "not a zone"}),
-        ("websocket_app_key", "has/slash"),
-        ("websocket_app_key", "short"),
-        ("websocket_app_id", "abc"),
-        ("websocket_activity_timeout", 600),
-        ("web_cors_origins", ("https://ok.example/path",)),
-        ("web_cors_origins", ("ftp://files.example",)),
-        ("unknown_setting", True),
+        ("domain", "not a domain", "domain"),
+        ("from_address", "no-reply@elsewhere.example", "from_address"),
+        ("log_retention_days", 10, "log_retention_days"),
+        ("reserved_concurrency", 0, "reserved_concurrency"),
+        ("region", "mars-1", "region"),
+        ("account", "12345", "account"),
+        ("account", None, "account"),
+        ("region", None, "region"),
+        ("hosted_zone", {"zone_id": "Z0123456789ABC", "zone_name": "other.example"}, "hosted zone"),
+        ("hosted_zone", {"zone_id": "Z0123456789ABC", "zone_name": "not a zone"}, "zone_name"),
+        ("websocket_app_key", "has/slash", "websocket_app_key"),
+        ("websocket_app_key", "short", "websocket_app_key"),
+        ("websocket_app_id", "abc", "websocket_app_id"),
+        ("websocket_activity_timeout", 600, "websocket_activity_timeout"),
+        ("web_cors_origins", ("https://ok.example/path",), "web_cors_origins"),
+        ("web_cors_origins", ("ftp://files.example",), "web_cors_origins"),
+        ("unknown_setting", True, "unknown_setting"),
+        ("flag_rollout", {"growth_factor": 100}, "growth_factor"),
+        ("flag_rollout", {"duration_minutes": 0}, "duration_minutes"),
+        ("migration", {"email_secondary_provider": "ses"}, "already the primary"),
+        ("migration", {"websocket_secondary_provider": "apigateway"}, "already the primary"),
+        ("migration", {"websocket_secondary_provider": "mock"}, "websocket_secondary_provider"),
+        ("migration", {"error_rate_margin": 0}, "error_rate_margin"),
+        ("application_service_name", "has space", "application_service_name"),
     ],
 )
-def test_invalid_settings_are_rejected(field: str, value: Any) -> None:
-    with pytest.raises(ValidationError):
+def test_invalid_settings_are_rejected(field: str, value: Any, named: str) -> None:
+    """Refused, and the error names what is wrong (not some other failure of the config)."""
+    with pytest.raises(ValidationError) as refused:
         _config(**{field: value})
+    assert named in str(refused.value)
+    assert len(refused.value.errors()) == 1
 
 
 def test_a_region_without_ses_v2_fails() -> None:
@@ -108,7 +118,7 @@ def test_custom_domain_needs_a_certificate_or_a_zone_containing_its_hosts() -> N
     other_region = CERTIFICATE_ARN.replace("eu-west-1", "us-east-1")
     with pytest.raises(ValidationError, match="account and region"):
         _config(custom_domain=hosts | {"certificate_arn": other_region})
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="certificate_arn"):
         _config(custom_domain=hosts | {"certificate_arn": "arn:aws:acm:eu-west-1:1:cert/x"})
 
 
@@ -150,7 +160,7 @@ def test_hosted_zone_name_is_normalized() -> None:
 
 
 def test_configs_are_immutable() -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="frozen"):
         ENVIRONMENTS["dev"].domain = "x.example"  # type: ignore[misc]
 
 

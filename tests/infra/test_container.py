@@ -128,7 +128,8 @@ def _https_only(template: dict[str, Any]) -> dict[str, Any]:
     listeners = _listeners(template)
     assert set(listeners) == {"HTTP", "HTTPS"}
     assert listeners["HTTPS"]["Port"] == 443
-    assert listeners["HTTPS"]["SslPolicy"].startswith("ELBSecurityPolicy-TLS13")
+    # SslPolicy.RECOMMENDED_TLS: TLS 1.3, with 1.2 as the floor.
+    assert listeners["HTTPS"]["SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
     (action,) = listeners["HTTP"]["DefaultActions"]
     assert action["Type"] == "redirect"
     assert action["RedirectConfig"]["Protocol"] == "HTTPS"

@@ -146,6 +146,7 @@ def test_topics_enforce_ssl_and_allow_only_this_configuration_set(
 ) -> None:
     template = _email(synthesized, env)
     topics = set(resources(template, "AWS::SNS::Topic"))
+    assert len(topics) == len(EVENT_TYPES)
     covered = set()
     for policy in resources(template, "AWS::SNS::TopicPolicy").values():
         props = policy["Properties"]

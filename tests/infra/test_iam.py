@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from milequest.services.email.templates import load_template_sources
 
 from infra.config import ENVIRONMENTS
 from infra.email import ACCOUNT_LEVEL_READS
 
-from .conftest import Synthesized
+from .conftest import Synthesized, resources
 
 ENVS = ("dev", "staging", "prod")
 IAM_TYPES = {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::Role"}
@@ -23,7 +24,16 @@ NO_RESOURCE_LEVEL = {
 }
 
 
-def _statements(synthesized: Synthesized, env: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _statements(synthesized: Synthesized, env: str) -> list[tuple[str, dict[str, Any]]]:
+    """(stack/logical id, statement) of every IAM policy, after checking that every stack
+    expected to grant something does (so that no check below runs on nothing)."""
+    found = list(_iter_statements(synthesized, env))
+    app = "Container" if ENVIRONMENTS[env].container.enabled else "Web"
+    assert {where.split("/")[0] for where, _ in found} == {"Flags", "Email", "Realtime", app}
+    return found
+
+
+def _iter_statements(synthesized: Synthesized, env: str) -> Iterator[tuple[str, dict[str, Any]]]:
     for stack in synthesized.stack_names(env):
         template = synthesized.template_json(env, stack)
         for logical_id, resource in template["Resources"].items():
@@ -54,28 +64,51 @@ def test_no_wildcard_actions(synthesized: Synthesized, env: str) -> None:
 def test_star_resource_only_for_actions_without_resource_level_support(
     synthesized: Synthesized, env: str
 ) -> None:
+    on_star: set[str] = set()
     for where, statement in _statements(synthesized, env):
         if "*" in _as_list(statement.get("Resource", [])) and statement["Effect"] == "Allow":
             actions = set(_as_list(statement["Action"]))
             assert actions <= NO_RESOURCE_LEVEL, (where, actions)
+            on_star |= actions
+    # Exactly these: the SES provider's account-level reads, the event handler's suppression
+    # list calls and, with the container, ECS pulling its image.
+    container = {"ecr:GetAuthorizationToken"} if ENVIRONMENTS[env].container.enabled else set()
+    assert on_star == (NO_RESOURCE_LEVEL - {"ecr:GetAuthorizationToken"}) | container
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_ses_send_scoped_to_identity_configuration_set_and_templates(
     synthesized: Synthesized, env: str
 ) -> None:
+    config = ENVIRONMENTS[env]
     send = [s for s in _send_statements(synthesized, env) if s.get("Sid") == "Send"]
     assert len(send) == 1
-    resources = [json.dumps(r) for r in _as_list(send[0]["Resource"])]
+    arns = [json.dumps(r) for r in _as_list(send[0]["Resource"])]
     assert "*" not in send[0]["Resource"]
-    assert any(":identity/" in r for r in resources)
-    assert sum(":configuration-set/" in r for r in resources) == 1
-    # Literal ARNs: the account and region are pinned.
-    assert (
-        f'"arn:aws:ses:eu-west-1:{ENVIRONMENTS[env].account}:template/milequest-{env}-welcome"'
-        in resources
-    )
-    assert all(not r.endswith('/*"') for r in resources)
+    # The domain identity and, in the sandbox, each sender identity, by reference.
+    template = synthesized.template_json(env, "Email")
+    identities = {
+        json.dumps(
+            {
+                "Fn::Join": [
+                    "",
+                    [f"arn:aws:ses:{config.region}:{config.account}:identity/", {"Ref": lid}],
+                ]
+            }
+        )
+        for lid in resources(template, "AWS::SES::EmailIdentity")
+    }
+    senders = len(config.sender_addresses) if config.ses_sandbox else 0
+    assert len(identities) == 1 + senders
+    assert {r for r in arns if ":identity/" in r} == identities
+    assert sum(":configuration-set/" in r for r in arns) == 1
+    # Literal ARNs of every template: the account and region are pinned.
+    assert {r for r in arns if ":template/" in r} == {
+        f'"arn:aws:ses:{config.region}:{config.account}:template/milequest-{env}-{name}"'
+        for name in load_template_sources()
+    }
+    assert len(arns) == len(identities) + 1 + len(load_template_sources())
+    assert all(not r.endswith('/*"') for r in arns)
 
 
 def _send_statements(synthesized: Synthesized, env: str) -> list[dict[str, Any]]:

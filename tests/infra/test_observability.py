@@ -45,11 +45,13 @@ def test_function_dlq_and_api_alarms_notify_the_alarm_topic(
     template = synthesized.template_json(env, "Observability")
     alarms = _alarms(template)
     (topic_id,) = resources(template, "AWS::SNS::Topic")
+    # Reputation (2), functions, the events DLQ, the API, the HTTP app, fan-out (2).
+    serverless = not ENVIRONMENTS[env].container.enabled
+    assert len(alarms) == 2 + (6 + serverless) + 1 + 1 + 1 + 2
     for alarm in alarms.values():
         assert alarm["AlarmActions"] == [{"Ref": topic_id}]
     errors = [a for a in alarms.values() if a.get("MetricName") == "Errors"]
     # SES events, connect, announce, disconnect, message, fan-out, and the HTTP app's function
-    serverless = not ENVIRONMENTS[env].container.enabled
     assert len(errors) == 6 + serverless
     assert all(a["Namespace"] == "AWS/Lambda" and a["Threshold"] == 1 for a in errors)
     (dlq,) = [a for lid, a in alarms.items() if lid.startswith("EventsDeadLetterQueueNotEmpty")]
@@ -75,9 +77,10 @@ def test_authorizer_alarms_on_the_share_of_refusals(bare: Synthesized) -> None:
     authorizer = bare.stages["dev"].realtime.authorizer_function
     assert authorizer is not None
     name = bare.stages["dev"].observability.resolve(authorizer.function.function_name)
-    for alarm in alarms.values():
-        if alarm.get("MetricName") == "Errors":
-            assert json.dumps(name) not in json.dumps(alarm["Dimensions"])
+    errors = [alarm for alarm in alarms.values() if alarm.get("MetricName") == "Errors"]
+    assert len(errors) == 7  # every other function, the HTTP app's included
+    for alarm in errors:
+        assert json.dumps(name) not in json.dumps(alarm["Dimensions"])
     (refusals,) = [a for a in alarms.values() if "Invocations" in _math_metrics(a)]
     metrics = _math_metrics(refusals)
     assert set(metrics) == {"Errors", "Invocations"}

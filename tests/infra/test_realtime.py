@@ -12,7 +12,7 @@ from milequest.services.websocket.apigateway import TTL_ATTRIBUTE, table_definit
 from infra.config import ENVIRONMENTS
 from infra.realtime import pusher_js_options
 
-from .conftest import Synthesized, only, resources
+from .conftest import CERTIFICATE_ARN, Synthesized, only, resources
 
 ENVS = ("dev", "staging", "prod")
 MESSAGE_ROUTES = {"$default", "pusher:subscribe", "pusher:unsubscribe", "pusher:signin"}
@@ -195,7 +195,7 @@ def test_imported_certificate_without_zone_outputs_the_record(certified: Synthes
     assert resources(template, "AWS::Route53::RecordSet") == {}
     domain = only(template, "AWS::ApiGatewayV2::DomainName")
     (configuration,) = domain["DomainNameConfigurations"]
-    assert configuration["CertificateArn"].startswith("arn:aws:acm:eu-west-1:111111111111:")
+    assert configuration["CertificateArn"] == CERTIFICATE_ARN
     record = template["Outputs"]["WebSocketDnsRecord"]["Value"]
     assert record["Fn::Join"][1][0] == "ws.staging.milequest.app CNAME "
 
@@ -262,6 +262,12 @@ def test_account_logging_role_only_where_configured(
 ) -> None:
     """API Gateway's account-level CloudWatch role, shared by every stage of the account and
     region: one stage manages it and keeps it when destroyed."""
+    # dev for the non-prod account, prod for its own.
+    assert [ENVIRONMENTS[env].manage_apigateway_account_role for env in ENVS] == [
+        True,
+        False,
+        True,
+    ]
     for env in ENVS:
         template = _realtime(synthesized, env)
         accounts = resources(template, "AWS::ApiGateway::Account")
@@ -325,7 +331,10 @@ def test_webhook_url_follows_config(synthesized: Synthesized, certified: Synthes
     for fn in functions:
         variables = fn["Properties"]["Environment"]["Variables"]
         assert variables["WEBSOCKET_WEBHOOK_URL"] == "https://hooks.milequest.app/pusher"
-    for fn in resources(_realtime(synthesized, "staging"), "AWS::Lambda::Function").values():
+    shipped = resources(_realtime(synthesized, "staging"), "AWS::Lambda::Function").values()
+    # The five handlers and the secret filler.
+    assert len(shipped) == 6
+    for fn in shipped:
         assert "WEBSOCKET_WEBHOOK_URL" not in fn["Properties"].get("Environment", {}).get(
             "Variables", {}
         )
