@@ -8,7 +8,7 @@ import ipaddress
 import os
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage as MimeMessage
@@ -22,6 +22,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from tests.conftest import free_port
 from tests.runtime.email import resend_server, sendgrid_server
 from tests.runtime.email.api_server import ApiServer
+from tests.runtime.email.queue_harness import QueueHarness
 from tests.runtime.email.resend_server import ResendState
 from tests.runtime.email.sendgrid_server import SendGridState
 from tests.runtime.email.ses_server import SesServer
@@ -302,3 +303,45 @@ def smtp_starttls(_smtp_starttls: SmtpServer) -> SmtpServer:
 def smtp_ssl(_smtp_ssl: SmtpServer) -> SmtpServer:
     _smtp_ssl.handler.clear()
     return _smtp_ssl
+
+
+# -- the email queue: SQS, S3 and DynamoDB on moto (server mode) ------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def queue_factory(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., QueueHarness]:
+    """Makes a fresh email queue on moto (its dead-letter queue, bucket and idempotency table)
+    and points the settings at it: queue mode, retries at once."""
+
+    def make(**options: Any) -> QueueHarness:
+        for service in ("SQS", "S3", "DYNAMODB"):
+            monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service}", moto_endpoint)
+        harness = QueueHarness.create(moto_endpoint, **options)
+        for name, value in harness.resources.environment(workers=1).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("EMAIL_QUEUE_RETRY_DELAY", "0")
+        return harness
+
+    return make
+
+
+@pytest.fixture
+def email_queue(queue_factory: Callable[..., QueueHarness]) -> QueueHarness:
+    """A fresh email queue: 3 receives before the dead-letter queue, 2 s visibility."""
+    return queue_factory()

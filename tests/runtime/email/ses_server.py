@@ -13,6 +13,7 @@ import json
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -47,7 +48,35 @@ class SesState:
     """Entries per accepted SendBulkEmail call."""
     delay: float = 0.0
     """Seconds to wait before answering each request (the deadline tests)."""
+    unavailable_sends: int = 0
+    """Answer the next N send calls with 503 ServiceUnavailable (-1: always)."""
+    rejected: set[str] = field(default_factory=set)
+    """Recipients whose messages are refused with 400 MessageRejected."""
+    hold: threading.Event | None = None
+    """When set, an accepted send is recorded, then its answer waits for this event."""
+    rate_limit: float | None = None
+    """Recipients per second ``SendEmail`` takes in any one-second window; over it: 429."""
+    window: deque[float] = field(default_factory=deque)
+    accepted_at: list[float] = field(default_factory=list)
+    """When each accepted send arrived (time.monotonic(), one entry per recipient)."""
+    throttled: int = 0
+    """Sends answered 429 because of ``rate_limit``."""
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def sends(self) -> int:
+        """Send calls that reached the endpoint (accepted or not)."""
+        return sum(self.count("POST", path) for path in SEND_PATHS)
+
+    def peak_rate(self) -> int:
+        """The most recipients accepted within any one-second window."""
+        with self.lock:
+            times = sorted(self.accepted_at)
+        peak, start = 0, 0
+        for end, moment in enumerate(times):
+            while moment - times[start] >= 1.0:
+                start += 1
+            peak = max(peak, end - start + 1)
+        return peak
 
     def count(self, method: str, path: str) -> int:
         with self.lock:
@@ -92,19 +121,48 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(state.delay)
         try:
             if path in SEND_PATHS and method == "POST":
-                with state.lock:
-                    throttle = state.throttle_sends
-                    if throttle > 0:
-                        state.throttle_sends -= 1
-                if throttle:
-                    raise SesError(
-                        429, "TooManyRequestsException", "Maximum sending rate exceeded."
-                    )
+                self._refuse_send(body)
             status, payload = self._route(method, path, body, query)
         except SesError as err:
             self._reply(err.status, {"message": err.message}, err.code)
             return
+        if path in SEND_PATHS and method == "POST" and state.hold is not None:
+            state.hold.wait(60)
         self._reply(status, payload)
+
+    def _refuse_send(self, body: dict[str, Any]) -> None:
+        """The injected refusals of a send call, in the order SES would check them."""
+        state = self.state
+        with state.lock:
+            throttle, unavailable = state.throttle_sends, state.unavailable_sends
+            if throttle > 0:
+                state.throttle_sends -= 1
+            elif unavailable > 0:
+                state.unavailable_sends -= 1
+        if throttle:
+            raise SesError(429, "TooManyRequestsException", "Maximum sending rate exceeded.")
+        if unavailable:
+            raise SesError(503, "ServiceUnavailable", "Service is unavailable. Try again.")
+        destination = body.get("Destination") or {}
+        addresses = [
+            _addr(a)
+            for key in ("ToAddresses", "CcAddresses", "BccAddresses")
+            for a in destination.get(key, [])
+        ]
+        refused = [a for a in addresses if a in state.rejected]
+        if refused:
+            raise SesError(400, "MessageRejected", f"Email address rejected: {refused[0]}")
+        if state.rate_limit is None:
+            return
+        now = time.monotonic()
+        with state.lock:
+            while state.window and now - state.window[0] >= 1.0:
+                state.window.popleft()
+            if len(state.window) + len(addresses) > state.rate_limit:
+                state.throttled += 1
+                raise SesError(429, "TooManyRequestsException", "Maximum sending rate exceeded.")
+            state.window.extend([now] * len(addresses))
+            state.accepted_at.extend([now] * len(addresses))
 
     def _reply(self, status: int, payload: Any, error: str | None = None) -> None:
         data = json.dumps(payload).encode()
@@ -346,6 +404,9 @@ class SesServer:
             "requests",
             "entry_statuses",
             "bulk_sizes",
+            "rejected",
+            "accepted_at",
+            "window",
         ):
             getattr(self.state, name).clear()
         self.state.max_send_rate = fresh.max_send_rate
@@ -353,6 +414,10 @@ class SesServer:
         self.state.throttle_sends = 0
         self.state.record_sends = True
         self.state.delay = 0.0
+        self.state.unavailable_sends = 0
+        self.state.hold = None
+        self.state.rate_limit = None
+        self.state.throttled = 0
 
 
 @contextmanager

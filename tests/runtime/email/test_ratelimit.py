@@ -1,9 +1,11 @@
-"""The client-side send-rate limiter, on a fake clock."""
+"""The client-side send-rate limiters, on a fake clock."""
 
 from __future__ import annotations
 
 import pytest
-from milequest.services.email.ratelimit import RateLimiter
+from hypothesis import given
+from hypothesis import strategies as st
+from milequest.services.email.ratelimit import Pacer, RateLimiter
 
 
 class FakeClock:
@@ -42,3 +44,39 @@ def test_batches_larger_than_the_rate_go_into_debt() -> None:
 def test_rate_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         RateLimiter(0)
+
+
+def test_a_pacer_spaces_sends_and_builds_up_nothing_while_idle() -> None:
+    clock = FakeClock()
+    pacer = Pacer(4, clock=clock.time, sleep=clock.sleep)
+    assert [pacer.acquire() for _ in range(3)] == [0, pytest.approx(0.25), pytest.approx(0.25)]
+    clock.now += 10  # idle: the next send goes at once, the one after waits its turn
+    assert pacer.acquire() == 0
+    assert pacer.acquire(2) == pytest.approx(0.25)
+    assert pacer.acquire() == pytest.approx(0.5)  # after two units, two quarters
+
+
+@given(
+    rate=st.floats(0.5, 200),
+    sends=st.lists(st.tuples(st.floats(0, 2), st.integers(1, 3)), min_size=1, max_size=60),
+)
+def test_property_no_one_second_window_holds_more_than_the_rate(
+    rate: float, sends: list[tuple[float, int]]
+) -> None:
+    """Whatever arrives when, the units started in any one-second window stay within the
+    rate plus the last send's own units."""
+    clock = FakeClock()
+    pacer = Pacer(rate, clock=clock.time, sleep=clock.sleep)
+    started: list[tuple[float, int]] = []
+    for pause, units in sends:
+        clock.now += pause
+        pacer.acquire(units)
+        started.append((clock.now, units))
+    for i, (first, _) in enumerate(started):
+        window = [u for at, u in started[i:] if at - first < 1.0 - 1e-9]
+        assert sum(window[:-1]) <= rate + 1e-6
+
+
+def test_pacer_rate_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        Pacer(-1)

@@ -1,4 +1,4 @@
-"""Provider routing for migrations: one place, used by the registry for both services.
+"""Provider routing for migrations: one place, used by the factories of both services.
 
 **WebSocket.** With ``WEBSOCKET_SECONDARY_PROVIDER`` set, the registry's ``websocket``
 service is a :class:`RoutedWebSocketService` over the primary (``WEBSOCKET_PROVIDER``) and
@@ -9,6 +9,21 @@ result, and a failure on one side never hides success on the other. Channel quer
 both sides (presence counted per user across both). Everything else goes to the provider a
 socket id belongs to, or to the primary. Which provider a user's browser connects to is
 the flag ``websocket_provider`` (see ``GET /realtime/config``).
+
+**Email** (in :mod:`milequest.services.email.routing`, named here too; apart, so that
+neither service's processes import the other's modules). With ``EMAIL_ROUTING_PROVIDERS``
+or ``EMAIL_FAILOVER_PROVIDER`` set, ``create_email_service()`` returns a
+``RoutedEmailService`` over ``EMAIL_PROVIDER`` and those providers (one shared
+suppression list). Each message goes to the provider the flag
+``email_provider`` names for its first recipient (sticky: a stable hash of the address),
+if that provider is configured and its sending domain verified; else to
+``EMAIL_PROVIDER``. It fails over to ``EMAIL_FAILOVER_PROVIDER`` (or the flag
+``email_failover_provider``) only when the chosen provider cannot have taken the message:
+its circuit is open, it refused the connection, or it answered 429 or 503 to every
+attempt. Never after a timeout or a dropped connection (the message may have been
+accepted), never after a rejection, and never for a suppressed recipient: the suppression
+list is checked before any provider. Results name the provider that sent; each provider
+records its own metrics (the ``Provider`` dimension), failovers as ``Failovers``.
 """
 
 from __future__ import annotations
@@ -16,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field
 
@@ -28,6 +43,9 @@ from .metrics import MetricsSink
 from .websocket.errors import WebSocketError
 from .websocket.models import BatchEvent, ChannelInfo, ChannelUser, TriggerResult, WebhookEvent
 from .websocket.service import ConnectionService, WebSocketService, merge_results
+
+if TYPE_CHECKING:
+    pass
 
 logger = logging.getLogger("milequest.services")
 
@@ -306,3 +324,12 @@ class RoutedWebSocketService(WebSocketService):
     def close(self) -> None:
         """Stop the worker threads."""
         self._pool.shutdown(wait=False)
+
+
+def __getattr__(name: str) -> Any:
+    # The email part lives with the email package; named here as the one routing module.
+    if name in ("RoutedEmailService", "routed_email_service", "EMAIL_PROVIDER_FLAG"):
+        from .email import routing as email_routing
+
+        return getattr(email_routing, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,6 @@
 """Transactional email: one interface, SES / Resend / SendGrid / SMTP / mock providers,
-packaged templates, one shared suppression list.
+packaged templates, one shared suppression list, direct or queued delivery, and routing
+among providers during a migration.
 
 ```python
 from milequest.services.email import create_email_service
@@ -19,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from milequest.services.lazy import lazy_attribute
 
-from .errors import EmailError, EmailErrorCode
+from .errors import CircuitOpenError, EmailError, EmailErrorCode
 from .factory import create_email_service
 
 if TYPE_CHECKING:
+    from .consumer import EmailQueueConsumer
     from .events import EmailEvent, EmailEventType
     from .models import Attachment, EmailMessage
     from .results import (
@@ -40,12 +42,15 @@ if TYPE_CHECKING:
         ValidationReason,
         VerificationStatus,
     )
+    from .routing import RoutedEmailService
     from .service import EmailService
     from .settings import EmailSettings
     from .suppression import MemorySuppressionStore, SuppressionStore
     from .suppression_dynamodb import DynamoSuppressionStore
 
 _LAZY = {
+    "EmailQueueConsumer": "consumer",
+    "RoutedEmailService": "routing",
     "EmailEvent": "events",
     "EmailEventType": "events",
     "SuppressionStore": "suppression",
@@ -74,6 +79,7 @@ __all__ = [
     "Attachment",
     "BulkItemResult",
     "BulkSendResult",
+    "CircuitOpenError",
     "DnsRecord",
     "DomainVerification",
     "DynamoSuppressionStore",
@@ -82,6 +88,7 @@ __all__ = [
     "EmailEvent",
     "EmailEventType",
     "EmailMessage",
+    "EmailQueueConsumer",
     "EmailService",
     "EmailSettings",
     "EmailValidation",
@@ -89,6 +96,7 @@ __all__ = [
     "MemorySuppressionStore",
     "RecipientResult",
     "RecipientStatus",
+    "RoutedEmailService",
     "SendResult",
     "SuppressedEmail",
     "SuppressionReason",

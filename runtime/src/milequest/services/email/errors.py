@@ -55,7 +55,31 @@ _HINTS: dict[str, str] = {
 
 
 class EmailError(ServiceError):
-    """Raised by every email operation; ``code`` is an :class:`EmailErrorCode`."""
+    """Raised by every email operation; ``code`` is an :class:`EmailErrorCode`.
+
+    ``not_accepted`` is True when the provider cannot have taken the message: its circuit
+    was open, it refused the connection, or it answered 429 or 503 to every attempt. Only
+    then may the same message go to another provider (``EMAIL_FAILOVER_PROVIDER``).
+    """
 
     code: EmailErrorCode
     hints: ClassVar[Mapping[str, str]] = {**COMMON_HINTS, **_HINTS}
+    not_accepted: bool = False
+
+
+class CircuitOpenError(EmailError):
+    """``PROVIDER_UNAVAILABLE`` without a call: the provider's circuit breaker is open."""
+
+    not_accepted = True
+
+    def __init__(self, provider: str, retry_in: float) -> None:
+        super().__init__(
+            EmailErrorCode.PROVIDER_UNAVAILABLE,
+            f"the circuit is open after repeated failures; the next probe in {retry_in:.1f} s",
+            provider=provider,
+            retryable=True,
+        )
+        self.retry_in = retry_in
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.provider, self.retry_in))

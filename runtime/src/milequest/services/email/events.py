@@ -74,6 +74,8 @@ class EmailEvent(BaseModel):
     """One email event about one recipient, whatever provider and format it came in.
 
     ``category`` names the bulk category an unsubscribe is from (None: every category).
+    ``milequest_id`` is our id of a queued message (its ``milequest_id`` tag), which the
+    result of the ``send_email`` that queued it carries as ``message_id``.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -92,6 +94,7 @@ class EmailEvent(BaseModel):
     configuration_set: str | None = None
     provider: str = "ses"
     category: str | None = None
+    milequest_id: str | None = None
 
     @property
     def suppression(self) -> tuple[SuppressionReason, str | None] | None:
@@ -211,6 +214,7 @@ def parse_ses_message(message: str | Mapping[str, Any]) -> list[EmailEvent]:
         "message_id": mail.message_id,
         "source": mail.source,
         "configuration_set": config_set,
+        "milequest_id": milequest_id(mail.tags),
     }
 
     def event(recipient: str | None, timestamp: datetime | None = None, **extra: Any) -> EmailEvent:
@@ -264,6 +268,25 @@ def parse_ses_message(message: str | Mapping[str, Any]) -> list[EmailEvent]:
             for r in destination
         ]
     return [event(r) for r in destination]
+
+
+def milequest_id(tags: object) -> str | None:
+    """Our id of a queued message from the tags its provider's event carries: SES's
+    ``mail.tags`` (name to a list of values), SendGrid's event (custom args are top-level
+    keys), Resend's ``data.tags`` (a name-to-value object, or a list of name/value pairs)."""
+    from .queue import ID_TAG
+
+    value: object = None
+    if isinstance(tags, Mapping):
+        value = tags.get(ID_TAG)
+    elif isinstance(tags, list):
+        value = next(
+            (t.get("value") for t in tags if isinstance(t, Mapping) and t.get("name") == ID_TAG),
+            None,
+        )
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return value if isinstance(value, str) and value else None
 
 
 def _part(value: _P | None, name: str) -> _P:

@@ -33,6 +33,12 @@ _INSTANCE_ARGS: dict[str, frozenset[str]] = {
 def create_email_service(provider: str | None = None, **overrides: Any) -> EmailService:
     """A new email service for ``provider`` (default: ``EMAIL_PROVIDER``, else ``ses``).
 
+    Without ``provider``, in direct mode, when ``EMAIL_ROUTING_PROVIDERS`` or
+    ``EMAIL_FAILOVER_PROVIDER`` names other providers, the service routes each message among
+    them (:class:`~milequest.services.email.routing.RoutedEmailService`, one suppression
+    list). With ``EMAIL_DELIVERY=queue`` sends are validated here and queued; the queue's
+    consumer routes them.
+
     Settings are read from the environment now; keyword ``overrides`` (setting names such
     as ``default_from_email`` or ``smtp_host``) take precedence. ``metrics`` (a sink),
     ``suppression`` (a :class:`~.suppression.SuppressionStore` to share) and, for SES,
@@ -69,4 +75,18 @@ def create_email_service(provider: str | None = None, **overrides: Any) -> Email
     module_name, _, class_name = _PROVIDERS[name].partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     service: EmailService = cls(settings, **instance_args)
-    return service
+    if provider is not None or settings.email_delivery == "queue" or not settings.routed_providers:
+        return service
+    from .routing import routed_email_service
+
+    unknown = [n for n in settings.routed_providers if n not in _PROVIDERS]
+    if unknown:
+        raise EmailError(
+            EmailErrorCode.CONFIGURATION,
+            f"EMAIL_ROUTING_PROVIDERS / EMAIL_FAILOVER_PROVIDER: {', '.join(unknown)} "
+            f"is not a provider; valid: {', '.join(PROVIDERS)}",
+        )
+    shared = {"metrics": instance_args.get("metrics"), "suppression": service.suppression}
+    return routed_email_service(
+        service, lambda other: create_email_service(other, **overrides, **shared)
+    )

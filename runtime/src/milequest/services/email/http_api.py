@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .acceptance import note_failed_attempt
 from .deadline import Deadline, DeadlineExceeded
 
 MIN_ATTEMPT_SECONDS = 0.25
@@ -86,12 +87,14 @@ def call(
         try:
             response = attempt(max(deadline.remaining(), 0.001))
         except transport_errors as exc:
+            note_failed_attempt(exc)
             if not retry_transport or number == max_attempts:
                 raise
             failure, wait = exc, backoff(number)
         else:
             if response.status < 400:
                 return response
+            note_failed_attempt(status=response.status)
             failure = error(response)
             answer_wait = wait_before_retry(response, number)
             if answer_wait is None or number == max_attempts:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .addresses import address_key, bare_address, domain_of
+from .errors import EmailError
 from .results import (
     BulkItemResult,
     DomainVerification,
@@ -157,10 +158,17 @@ class MockEmailService(EmailService):
                     self._fail_next.pop(0)
                 else:
                     self._fail_next[0] = (code, left - 1)
-                raise self._error(code, "injected failure", retryable=code in _RETRYABLE)
+                raise self._refused(code)
             failing = self.fail_rate and self._random.random() < self.fail_rate
         if failing:
-            raise self._error("PROVIDER_UNAVAILABLE", "injected failure", retryable=True)
+            raise self._refused("PROVIDER_UNAVAILABLE")
+
+    def _refused(self, code: str) -> EmailError:
+        """An injected failure: nothing reached the outbox, as a 503 or a rejection."""
+        error = self._error(code, "injected failure", retryable=code in _RETRYABLE)
+        assert isinstance(error, EmailError)
+        error.not_accepted = code in _RETRYABLE
+        return error
 
     def _deliver(self, out: Outgoing) -> Delivery:
         self._inject()

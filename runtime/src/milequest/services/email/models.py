@@ -27,6 +27,7 @@ from .limits import MAX_MESSAGE_BYTES, MAX_RECIPIENTS, MAX_TEMPLATE_DATA_BYTES
 from .suppression import valid_category
 
 _TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,256}$")
 _ADDRESS_FIELDS = frozenset({"to", "cc", "bcc", "from_email", "reply_to"})
 
 
@@ -79,6 +80,9 @@ class EmailMessage(BaseModel):
     ``DEFAULT_FROM_EMAIL``. Addresses may be ``addr`` or ``Name <addr>``. ``category`` makes
     the message bulk mail of that category (one recipient, a one-click unsubscribe link);
     templates listed in ``EMAIL_BULK_TEMPLATES`` get theirs automatically.
+    ``idempotency_key`` (printable ASCII, at most 256) makes sends of the same key one send:
+    in queue mode within ``EMAIL_IDEMPOTENCY_TTL``; in direct mode only where the provider
+    honours one (Resend, for 24 hours). Without it, queue mode derives one from the message.
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=False)
@@ -98,6 +102,7 @@ class EmailMessage(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
     configuration_set: str | None = None
     category: str | None = None
+    idempotency_key: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -169,6 +174,15 @@ class EmailMessage(BaseModel):
     def _names(cls, value: str | None) -> str | None:
         if value is not None and (not value.strip() or has_line_break(value)):
             raise PydanticCustomError("INVALID_MESSAGE", "names must be non-empty, one line")
+        return value
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _idempotency_key(cls, value: str | None) -> str | None:
+        if value is not None and not _IDEMPOTENCY_KEY.match(value):
+            raise PydanticCustomError(
+                "INVALID_MESSAGE", "idempotency_key: 1 to 256 printable ASCII characters"
+            )
         return value
 
     @field_validator("category")

@@ -1,7 +1,9 @@
-"""A client-side send-rate limiter.
+"""Client-side send-rate limiters.
 
 Hand-written because the runtime's dependencies offer none for synchronous code and the
-need is small: keep the account under SES's ``MaxSendRate``, counting each recipient.
+need is small: keep the account under SES's ``MaxSendRate``, counting each recipient
+(:class:`RateLimiter`), and space a queue consumer's sends at its share of a provider's
+rate (:class:`Pacer`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+
+FLEET_MARGIN = 0.95
+"""Queue consumers pace at this share of their part of a provider's rate: sends leave
+evenly spaced but reach the provider with some jitter, and 5 % of headroom keeps any
+one-second window at the provider under the rate."""
 
 
 class RateLimiter:
@@ -43,6 +50,42 @@ class RateLimiter:
             self._stamp = now
             self._tokens -= n
             wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
+class Pacer:
+    """Space sends evenly at ``rate`` units per second, with no burst.
+
+    A send of ``n`` units holds the next one back ``n / rate`` seconds, so any one-second
+    window holds at most ``rate`` units plus those of its last send (one message's
+    recipients). Unlike :class:`RateLimiter`, nothing builds up while idle: a fleet of
+    pacers at ``rate / N`` each never exceeds ``rate`` together.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self._clock = clock
+        self._sleep = sleep
+        self._next = float("-inf")
+        self._lock = threading.Lock()
+
+    def acquire(self, n: float = 1.0) -> float:
+        """Wait for this send's turn and book ``n`` units; returns the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next)
+            self._next = start + n / self.rate
+        wait = start - now
         if wait > 0:
             self._sleep(wait)
         return wait

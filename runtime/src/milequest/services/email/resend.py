@@ -8,7 +8,8 @@ one ``ResendError`` with code 500 and has no deadline across attempts. The few e
 used here are plain JSON over HTTPS; they are called with urllib3 (installed with botocore):
 a thread-safe connection pool and a timeout per request.
 
-- Sends carry an ``Idempotency-Key``, so a retry after a timeout or a 5xx cannot send twice.
+- Sends carry an ``Idempotency-Key`` (the message's ``idempotency_key``, else a new one),
+  so a retry after a timeout or a 5xx cannot send twice.
 - Bulk sends go through ``POST /emails/batch`` in chunks of 100, without attachments
   (Resend refuses them in batches: such messages are sent alone). Validation mode
   ``RESEND_BATCH_VALIDATION``: ``permissive`` (default) sends the valid emails of a chunk
@@ -190,13 +191,15 @@ class ResendEmailService(EmailService):
         return payload
 
     def _deliver(self, out: Outgoing) -> Delivery:
+        # The caller's key, when given, makes Resend itself drop a repeat within 24 hours.
+        key = out.message.idempotency_key or str(uuid.uuid4())
         answer = self._request(
-            "POST",
-            "/emails",
-            self._payload(out.message),
-            headers={"Idempotency-Key": str(uuid.uuid4())},
+            "POST", "/emails", self._payload(out.message), headers={"Idempotency-Key": key}
         )
         return Delivery(str(_field(answer, "id")))
+
+    def _send_rate(self) -> float | None:
+        return self.settings.resend_send_rate
 
     def _batch_key(self, message: EmailMessage) -> Hashable | None:
         # A batch carries any emails, but none with attachments.

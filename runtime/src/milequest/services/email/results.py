@@ -37,11 +37,13 @@ class RecipientStatus(StrEnum):
 
     ``SENT``: the provider took the message for this recipient. ``ACCEPTED``: the provider
     took the request but reports nothing per recipient (SendGrid answers 202); the outcome
-    arrives later as events. Both count as accepted.
+    arrives later as events. Both count as accepted. ``QUEUED``: on the email queue
+    (``EMAIL_DELIVERY=queue``); the consumer sends it, and events carry the message's id.
     """
 
     SENT = "sent"
     ACCEPTED = "accepted"
+    QUEUED = "queued"
     SUPPRESSED = "suppressed"
     REJECTED = "rejected"
 
@@ -60,7 +62,12 @@ class RecipientResult(_Result):
 
 @dataclass(frozen=True, slots=True)
 class SendResult(_Result):
-    """The outcome of one message: the provider's message id and each recipient's status."""
+    """The outcome of one message: the provider's message id and each recipient's status.
+
+    A queued message (``EMAIL_DELIVERY=queue``) has our id instead, the ``milequest_id`` tag
+    its provider events carry; its recipients are ``QUEUED`` and ``provider`` names the
+    configured provider (the consumer's routing picks the one that sends it).
+    """
 
     message_id: str
     provider: str
@@ -76,23 +83,38 @@ class SendResult(_Result):
         """Recipients left out because they are on the suppression list."""
         return [r.address for r in self.recipients if r.status is RecipientStatus.SUPPRESSED]
 
+    @property
+    def queued(self) -> list[str]:
+        """Recipients of a message put on the email queue, to be sent by its consumer."""
+        return [r.address for r in self.recipients if r.status is RecipientStatus.QUEUED]
+
 
 @dataclass(frozen=True, slots=True)
 class ErrorInfo(_Result):
-    """A failure inside a bulk send (kept instead of the exception and its traceback)."""
+    """A failure inside a bulk send (kept instead of the exception and its traceback).
+
+    ``not_accepted``: the provider cannot have taken the message (see ``EmailError``).
+    """
 
     code: EmailErrorCode
     message: str
     retryable: bool = False
+    not_accepted: bool = False
 
     @classmethod
     def of(cls, error: EmailError) -> ErrorInfo:
-        return cls(EmailErrorCode(error.code.value), error.message, error.retryable)
+        return cls(
+            EmailErrorCode(error.code.value), error.message, error.retryable, error.not_accepted
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class BulkItemResult(_Result):
-    """One input message of a bulk send, at ``index`` in the input."""
+    """One input message of a bulk send, at ``index`` in the input.
+
+    ``provider`` names the provider that sent or refused it (routing may use several);
+    ``queued`` is True when it went on the email queue (``message_id`` is then our id).
+    """
 
     index: int
     ok: bool
@@ -100,6 +122,8 @@ class BulkItemResult(_Result):
     recipients: tuple[str, ...]
     error: ErrorInfo | None = None
     suppressed: tuple[str, ...] = ()
+    provider: str | None = None
+    queued: bool = False
 
 
 @dataclass(slots=True)

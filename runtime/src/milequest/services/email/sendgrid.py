@@ -209,6 +209,12 @@ class SendGridEmailService(EmailService):
     def _deliver(self, out: Outgoing) -> Delivery:
         return Delivery(self._post_mail([out]))
 
+    def _send_rate(self) -> float | None:
+        return self.settings.sendgrid_send_rate
+
+    def _rate_units(self, outs: list[Outgoing]) -> float:
+        return float(sum(1 for _ in _requests(outs)))  # mail/send requests
+
     def _batch_key(self, message: EmailMessage) -> Hashable | None:
         # Recipients, subject, unsubscribe headers and tags go per personalization.
         if message.attachments:

@@ -4,6 +4,12 @@ Providers implement the private hooks (``_deliver``, ``_send_batch``, the identi
 everything a caller sees goes through the public methods here, which validate first and then
 run inside :meth:`BaseService._run` (metrics, error mapping). The shared suppression list
 (:mod:`.suppression`) is checked here, in one place, before any provider sees a message.
+
+Every provider call goes through :meth:`EmailService._call_provider`: paced (SES's
+``MaxSendRate``; a queue consumer's share of any provider's rate), behind the provider's
+circuit breaker (:mod:`.breaker`), its attempts tracked so that a failure says whether the
+provider can have taken the message (:mod:`.acceptance`). With ``EMAIL_DELIVERY=queue`` a
+validated message goes on the email queue (:mod:`.queue`) instead of to the provider.
 """
 
 from __future__ import annotations
@@ -11,20 +17,23 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import threading
 from abc import abstractmethod
 from collections import defaultdict, deque
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from milequest.services.base import BaseService
 from milequest.services.errors import ServiceError
 from milequest.services.jsonsafe import shorten
 
+from . import acceptance
 from .addresses import AddressError, address_key, bare_address, has_line_break, normalize_address
-from .errors import EmailError, EmailErrorCode
+from .breaker import BreakerOpen, BreakerState, CircuitBreaker
+from .errors import CircuitOpenError, EmailError, EmailErrorCode
 from .limits import MAX_MESSAGE_BYTES
 from .results import (
     BulkItemResult,
@@ -53,14 +62,19 @@ if TYPE_CHECKING:
     from milequest.services.metrics import MetricsSink
 
     from .models import EmailMessage
+    from .queue import EmailQueue
+    from .ratelimit import Pacer, RateLimiter
     from .settings import EmailSettings
     from .templates import RenderedEmail
 
 logger = logging.getLogger("milequest.services.email")
+T = TypeVar("T")
 
 # Pending messages waiting for their group to fill before partial groups are flushed: keeps
 # bulk memory flat whatever the input size.
 BULK_WINDOW = 2_000
+# In queue mode any messages share a batch: each goes on the queue as its own message.
+_QUEUE_BATCH = "queue"
 
 
 @dataclass(slots=True)
@@ -79,6 +93,13 @@ class Delivery:
 
     message_id: str
     rejected: dict[str, str] = field(default_factory=dict)
+
+
+def _answered(items: list[BulkItemResult]) -> bool:
+    """Whether a batch reached the provider: not when each of its messages failed as
+    unavailable (the default batch sends one by one and reports failures per message)."""
+    unavailable = EmailErrorCode.PROVIDER_UNAVAILABLE
+    return not items or any(i.error is None or i.error.code is not unavailable for i in items)
 
 
 def bulk_group_key(message: EmailMessage, *, by_template: bool) -> Hashable | None:
@@ -136,6 +157,9 @@ class EmailService(BaseService):
     renders_locally: bool = True
     """Whether templated messages are rendered here (False: the provider renders them)."""
     supports_domain_verification: ClassVar[bool] = True
+    paces_direct_sends: ClassVar[bool] = False
+    """Whether direct sends keep to the provider's rate in each process (SES's
+    ``MaxSendRate``); queue consumers always keep to their share of it."""
 
     def __init__(
         self,
@@ -159,6 +183,24 @@ class EmailService(BaseService):
         self.suppression: SuppressionStore = (
             suppression if suppression is not None else create_suppression_store(settings)
         )
+        self.breaker = CircuitBreaker(
+            settings.email_breaker_failures,
+            settings.email_breaker_reset,
+            on_change=self._breaker_changed,
+        )
+        self.rate_share: float | None = None
+        """This process's share of the provider's rate (None: a direct sender)."""
+        self._limiter: RateLimiter | Pacer | None = None
+        self._limiter_lock = threading.Lock()
+        self.queue: EmailQueue | None = None
+        """The email queue sends go to (``EMAIL_DELIVERY=queue``), else None."""
+        if settings.email_delivery == "queue":
+            from .queue import EmailQueue
+
+            try:
+                self.queue = EmailQueue(settings)
+            except ValueError as exc:
+                raise self._config_error(str(exc)) from None
 
     def _config_error(self, message: str) -> EmailError:
         return EmailError(EmailErrorCode.CONFIGURATION, message, provider=self.provider_name)
@@ -265,10 +307,100 @@ class EmailService(BaseService):
 
     # == shared implementation ================================================================
 
+    def pace(self, share: float) -> None:
+        """Send at ``share`` (0 to 1] of the provider's rate: a queue consumer's part of the
+        fleet's, when ``1 / share`` consumers run at once."""
+        if not 0 < share <= 1:
+            raise ValueError("share must be in (0, 1]")
+        with self._limiter_lock:
+            self.rate_share = share
+            self._limiter = None
+
     def _send_email(self, raw: object) -> SendResult:
         out = self._prepare(self._coerce(raw))
-        delivery = self._deliver(out)
+        if self.queue is not None:
+            return self.queue.enqueue(out, self.provider_name)
+        delivery = self._call_provider(self._rate_units([out]), self._deliver, out)
         return self._send_result(out, delivery)
+
+    # -- every provider call: pace, circuit breaker, acceptance ----------------------------
+
+    def _call_provider(
+        self,
+        units: float,
+        call: Callable[..., T],
+        *args: Any,
+        answered: Callable[[T], bool] | None = None,
+    ) -> T:
+        """``call(*args)`` at the provider: paced, behind the circuit breaker, its failure
+        mapped to this service's error with ``not_accepted`` set when that is certain.
+
+        ``answered(result)`` tells whether a call that returned reached the provider (a
+        batch whose every message failed as unavailable did not); default: it did.
+        """
+        try:
+            probe = self.breaker.before_call()
+        except BreakerOpen as exc:
+            raise CircuitOpenError(self.provider_name, exc.retry_in) from None
+        outcome: bool | None = None
+        try:
+            self._throttle(units)
+            with acceptance.tracking() as attempts:
+                try:
+                    result = call(*args)
+                except Exception as exc:
+                    error = exc if isinstance(exc, ServiceError) else self._map_error(exc)
+                    outcome = error.code.value != EmailErrorCode.PROVIDER_UNAVAILABLE
+                    if isinstance(error, EmailError) and not error.not_accepted:
+                        error.not_accepted = (
+                            not attempts.maybe_accepted
+                            and acceptance.refused_before_acceptance(exc)
+                        )
+                    if error is exc:
+                        raise
+                    raise error from exc
+            outcome = True if answered is None else answered(result)
+            return result
+        finally:
+            self.breaker.record(probe, outcome)
+
+    def _breaker_changed(self, state: BreakerState) -> None:
+        self.record_metric("CircuitOpen", 0 if state is BreakerState.CLOSED else 1)
+
+    def _throttle(self, units: float) -> None:
+        limiter = self._rate_limiter()
+        if limiter is not None:
+            waited = limiter.acquire(units)
+            if waited:
+                self.record_metric("RateLimitWait", waited * 1000, "Milliseconds")
+
+    def _rate_limiter(self) -> RateLimiter | Pacer | None:
+        """The limiter of this process's sends, made again when the rate changes."""
+        from .ratelimit import FLEET_MARGIN, Pacer, RateLimiter
+
+        share = self.rate_share
+        if share is None and not self.paces_direct_sends:
+            return None
+        rate = self._send_rate()
+        if rate is None:
+            return None
+        kind: type[RateLimiter | Pacer] = RateLimiter
+        if share is not None:
+            kind, rate = Pacer, rate * share * FLEET_MARGIN
+        with self._limiter_lock:
+            limiter = self._limiter
+            if limiter is None or type(limiter) is not kind or limiter.rate != rate:
+                limiter = self._limiter = kind(rate)
+            return limiter
+
+    def _send_rate(self) -> float | None:
+        """Provider hook: the provider's send rate in units per second (None: no limit)."""
+        return None
+
+    def _rate_units(self, outs: list[Outgoing]) -> float:
+        """Provider hook: what one provider call carrying ``outs`` counts against the rate
+        (default: one request)."""
+        return 1.0
 
     def _send_templated(
         self, template_name: object, to: object, data: object, options: dict[str, Any]
@@ -473,6 +605,8 @@ class EmailService(BaseService):
 
         def take(items: list[BulkItemResult]) -> None:
             for item in items:
+                if item.provider is None:
+                    item = replace(item, provider=self.provider_name)
                 ready[item.index] = item
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="email-bulk") as pool:
@@ -492,7 +626,7 @@ class EmailService(BaseService):
                     take([self._failed_item(index, (), exc)])
                 else:
                     out.index = index
-                    key = self._batch_key(out.message)
+                    key = _QUEUE_BATCH if self.queue else self._batch_key(out.message)
                     if key is None:
                         submit([out])
                     else:
@@ -545,9 +679,20 @@ class EmailService(BaseService):
                 results.append(item)
             else:
                 ready.append(checked)
-        if ready:
+        if ready and self.queue is not None:
+            results.extend(
+                self.queue.enqueue_batch(
+                    ready,
+                    self.provider_name,
+                    lambda out, exc: self._failed_item(out.index, out.message.recipients(), exc),
+                )
+            )
+        elif ready:
             try:
-                results.extend(self._send_batch(ready))
+                sent: list[BulkItemResult] = self._call_provider(
+                    self._rate_units(ready), self._send_batch, ready, answered=_answered
+                )
+                results.extend(sent)
             except Exception as exc:  # the call failed as a whole: so did each message in it
                 results.extend(
                     self._failed_item(o.index, o.message.recipients(), exc) for o in ready

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+from . import acceptance
 from .addresses import address_key, bare_address, domain_of
 from .deadline import Deadline, DeadlineExceeded
 from .errors import EmailError
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
     from milequest.services.metrics import MetricsSink
 
     from .models import EmailMessage
-    from .ratelimit import RateLimiter
     from .settings import EmailSettings
     from .suppression import SuppressionStore
     from .templates import RenderedEmail, TemplateSource
@@ -164,13 +164,24 @@ def install_deadline(client: Any, seconds: float) -> None:
         response: Any = None, caught_exception: Any = None, operation: Any = None, **_: Any
     ) -> None:
         state = _CALL.get()
+        failure = caught_exception or _client_error(response, operation)
         if state is not None:
-            state.last = caught_exception or _client_error(response, operation)
+            state.last = failure
+        if caught_exception is not None:
+            acceptance.note_failed_attempt(caught_exception)
+        elif failure is not None:
+            acceptance.note_failed_attempt(status=_status(response))
 
     events = client.meta.events
     events.register("before-call.sesv2", start)
     events.register_first("before-send.sesv2", before_send)
     events.register_first("needs-retry.sesv2", needs_retry)
+
+
+def _status(response: Any) -> int | None:
+    http = response[0] if isinstance(response, tuple) and response else None
+    status = getattr(http, "status_code", None)
+    return status if isinstance(status, int) else None
 
 
 def _client_error(response: Any, operation: Any) -> BaseException | None:
@@ -228,6 +239,7 @@ class SesEmailService(EmailService):
     """Sends through Amazon SES v2: ``SendEmail``, ``SendBulkEmail``, templates, suppression."""
 
     provider_name: ClassVar[str] = "ses"
+    paces_direct_sends: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -241,9 +253,9 @@ class SesEmailService(EmailService):
         self.renders_locally = settings.ses_template_mode == "local"
         self.client: SESV2Client = client or create_sesv2_client(settings)
         install_deadline(self.client, settings.email_call_timeout)
-        self._limiter: RateLimiter | None = None
-        self._limiter_stamp = float("-inf")
-        self._limiter_lock = threading.Lock()
+        self._account_rate: float | None = None
+        self._account_stamp = float("-inf")
+        self._account_lock = threading.Lock()
         self._identities = _Cached(_IDENTITY_TTL, self._load_identities)
         self._deployed: dict[str, tuple[float, TemplateSource]] = {}
         self._deployed_lock = threading.Lock()
@@ -363,7 +375,6 @@ class SesEmailService(EmailService):
             if headers:
                 simple["Headers"] = headers
             args["Content"] = {"Simple": simple}
-        self._throttle(len(message.recipients()))
         response = self.client.send_email(**args)
         return Delivery(response["MessageId"])
 
@@ -410,7 +421,8 @@ class SesEmailService(EmailService):
                 time.sleep(pause)  # SES drops throttled entries: resend them later
             entries: Any = [self._entry(out) for out in todo]
             try:
-                self._throttle(sum(len(out.message.recipients()) for out in todo))
+                if attempt:  # the first call was paced before it started
+                    self._throttle(self._rate_units(todo))
                 response = self.client.send_bulk_email(BulkEmailEntries=entries, **args)
                 outcomes = list(zip(todo, response["BulkEmailEntryResults"], strict=True))
             except Exception as exc:
@@ -464,36 +476,27 @@ class SesEmailService(EmailService):
 
     # -- rate limiting ---------------------------------------------------------------------------
 
-    def _throttle(self, recipients: int) -> None:
-        limiter = self._rate_limiter()
-        if limiter is not None:
-            waited = limiter.acquire(recipients)
-            if waited:
-                self.record_metric("RateLimitWait", waited * 1000, "Milliseconds")
+    def _rate_units(self, outs: list[Outgoing]) -> float:
+        return float(sum(len(out.message.recipients()) for out in outs))  # SES counts each
 
-    def _rate_limiter(self) -> RateLimiter | None:
-        from .ratelimit import RateLimiter
-
-        with self._limiter_lock:
-            if self.settings.ses_max_send_rate is not None:
-                if self._limiter is None:
-                    self._limiter = RateLimiter(self.settings.ses_max_send_rate)
-                return self._limiter
-            if time.monotonic() - self._limiter_stamp < _ACCOUNT_TTL:
-                return self._limiter
-            self._limiter_stamp = time.monotonic()
+    def _send_rate(self) -> float | None:
+        """``SES_MAX_SEND_RATE``, else the account's ``MaxSendRate`` (``GetAccount``, kept
+        ten minutes)."""
+        if self.settings.ses_max_send_rate is not None:
+            return self.settings.ses_max_send_rate
+        with self._account_lock:
+            if time.monotonic() - self._account_stamp < _ACCOUNT_TTL:
+                return self._account_rate
+            self._account_stamp = time.monotonic()
             try:
                 quota = self.client.get_account().get("SendQuota", {})
             except Exception as exc:  # no quota known: let SES and retries pace us
                 logger.warning("SES GetAccount failed; sending without a client-side rate: %s", exc)
-                self._limiter = None
+                self._account_rate = None
                 return None
             rate = float(quota.get("MaxSendRate") or 0)
-            if rate <= 0:
-                self._limiter = None
-            elif self._limiter is None or self._limiter.rate != rate:
-                self._limiter = RateLimiter(rate)
-            return self._limiter
+            self._account_rate = rate if rate > 0 else None
+            return self._account_rate
 
     # -- the account-level suppression list, kept in sync with the shared one -------------------
 

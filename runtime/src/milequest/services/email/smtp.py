@@ -182,6 +182,12 @@ class SmtpEmailService(EmailService):
         with self._connection(self._deadline()) as conn:
             return self._send_on(conn, out)
 
+    def _send_rate(self) -> float | None:
+        return self.settings.smtp_send_rate
+
+    def _rate_units(self, outs: list[Outgoing]) -> float:
+        return float(len(outs))  # one message at a time on a connection
+
     def _batch_key(self, message: EmailMessage) -> Hashable | None:
         return "smtp"  # any messages can share a connection
 
