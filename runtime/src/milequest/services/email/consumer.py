@@ -377,7 +377,8 @@ class EmailQueueConsumer:
         retry_in = getattr(failure, "retry_in", None)
         if isinstance(retry_in, float):  # an open circuit, a key in progress: not before then
             delay = min(MAX_RETRY_DELAY, max(delay, int(retry_in) + 1))
-        self.service.record_metric("QueueRetries", 1, Code=failure.code.value)
+        provider = failure.provider or self.service.provider_name
+        self.service.record_metric("QueueRetries", 1, Provider=provider, Code=failure.code.value)
         logger.info("retrying %s in %d s: %s", raw.get("messageId"), delay, failure)
         try:
             self.sqs.change_message_visibility(
@@ -423,7 +424,9 @@ class EmailQueueConsumer:
             MessageAttributes=attributes,
         )
         logger.warning("dead-lettered %s: %s: %s", raw.get("messageId"), code, reason)
-        self.service.record_metric("QueueDeadLettered", 1, Code=code)
+        self.service.record_metric(
+            "QueueDeadLettered", 1, Provider=provider or self.service.provider_name, Code=code
+        )
 
     def _queue_url(self) -> str:
         url = self.settings.email_queue_url
