@@ -7,6 +7,11 @@ so a request that arrives was signed correctly for what was sent.
 from __future__ import annotations
 
 import itertools
+import re
+import socket
+import socketserver
+import struct
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -255,3 +260,56 @@ def test_property_any_connection_id_and_payload_arrive_signed(
     outcome = poster.post(connection_id, messages)
     assert (outcome.delivered, outcome.failure) == (len(messages), None)
     assert signed.posts[connection_id][before:] == messages
+
+
+class _ClosingKeepAlive(socketserver.ThreadingTCPServer):
+    """Answers the first request of each connection, then resets that connection at its
+    second one: a server that closed a pooled keep-alive connection while it was idle."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _ClosingHandler)
+        self.requests = 0
+        self.posts: list[bytes] = []
+
+
+class _ClosingHandler(socketserver.BaseRequestHandler):
+    server: _ClosingKeepAlive
+
+    def handle(self) -> None:
+        stream = self.request.makefile("rb")
+        for turn in itertools.count():
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                line = stream.readline()
+                if not line:
+                    return
+                head += line
+            self.server.requests += 1
+            if turn:
+                linger = struct.pack("ii", 1, 0)  # close with a reset, nothing answered
+                self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                return
+            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            self.server.posts.append(stream.read(length))
+            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
+def test_a_connection_closed_while_idle_is_sent_again_without_an_attempt() -> None:
+    server = _ClosingKeepAlive()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    poster = _poster(f"http://127.0.0.1:{server.server_address[1]}/stage", max_attempts=1)
+    try:
+        first = poster.post(new_connection_id(), [b"1"])
+        second = poster.post(new_connection_id(), [b"2"])  # its pooled connection is reset
+    finally:
+        poster.close()
+        server.shutdown()
+        server.server_close()
+    assert (first.delivered, second.delivered) == (1, 1)
+    assert second.failure is None  # with one attempt allowed: the resend was not one
+    assert server.posts == [b"1", b"2"]
+    assert server.requests == 3

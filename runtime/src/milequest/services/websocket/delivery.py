@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -51,6 +52,8 @@ logger = logging.getLogger("milequest.services.websocket.delivery")
 SIGNING_NAME = "execute-api"  # the management API's SigV4 service name
 _EXECUTE_API_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?\Z")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# How a request on a connection the server closed while idle fails before any answer.
+_CLOSED_WHILE_IDLE = (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)
 
 FailureKind = Literal["throttled", "unavailable", "unreachable", "forbidden", "rejected"]
 
@@ -240,17 +243,18 @@ class ConnectionPoster:
         SigV4Auth(self._credentials.get_frozen_credentials(), SIGNING_NAME, self.region).add_auth(
             request
         )
+        signed = dict(request.headers.items())
         try:
-            answer = self._pool.urlopen(
-                "POST",
-                path,
-                body=data,
-                headers=dict(request.headers.items()),
-                retries=False,
-                redirect=False,
-                assert_same_host=False,
-                preload_content=True,
-            )
+            try:
+                answer = self._urlopen(path, data, signed)
+            except urllib3.exceptions.ProtocolError as exc:
+                if not any(isinstance(a, _CLOSED_WHILE_IDLE) for a in exc.args):
+                    raise
+                # A pooled keep-alive connection the server had closed while it was idle:
+                # sent again at once on another connection, as HTTP clients do, rather than
+                # spending an attempt and the retry quota (a pool of hundreds of idle
+                # connections can hold dozens of these after a pause).
+                answer = self._urlopen(path, data, signed)
         except urllib3.exceptions.HTTPError as exc:
             return None, None, HTTPClientError(error=exc)
         status = answer.status
@@ -259,6 +263,18 @@ class ConnectionPoster:
         # AWSResponse copies the headers into its own case-insensitive dict.
         response = AWSResponse(url, status, cast(Any, answer.headers), None)
         return response, _parsed_error(status, response.headers, answer.data), None
+
+    def _urlopen(self, path: str, data: bytes, headers: dict[str, str]) -> Any:
+        return self._pool.urlopen(
+            "POST",
+            path,
+            body=data,
+            headers=headers,
+            retries=False,
+            redirect=False,
+            assert_same_host=False,
+            preload_content=True,
+        )
 
     # -- many connections ----------------------------------------------------------------
 
