@@ -80,7 +80,7 @@ class EmailSettings(ServiceSettings):
         "sends at this share of the provider's rate",
     )
     email_queue_max_receives: int = Field(
-        5,
+        8,
         ge=1,
         le=100,
         description="Receives of a still-failing queued message before the consumer "
