@@ -24,7 +24,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
-from constructs import Construct
+from constructs import Construct, IConstruct
 from milequest.handlers.email_queue import PROCESS_NAME
 from milequest.services.email.consumer import (
     IDEMPOTENCY_TTL_ATTRIBUTE,
@@ -214,51 +214,66 @@ class EmailQueue(Construct):
             )
         )
         self.table.grant(role, *CONSUMER_TABLE_ACTIONS)
-        self._acknowledge_claim_checks(role)
+        if isinstance(role, Construct):
+            self.acknowledge_claim_checks(role)
 
-    def grant_enqueue(self, grantee: iam.IGrantable) -> None:
-        """For every process that sends in queue mode: queue messages, store claim checks."""
-        for sid, actions, resources in (
-            ("EnqueueEmail", ["sqs:SendMessage"], [self.queue.queue_arn]),
-            (
-                "StoreClaimChecks",
-                ["s3:PutObject"],
-                [self.bucket.arn_for_objects(f"{CLAIM_CHECK_PREFIX}*")],
+    def enqueue_statements(self) -> list[iam.PolicyStatement]:
+        """What a sender in queue mode may do: queue messages and store claim checks."""
+        return [
+            iam.PolicyStatement(
+                sid="EnqueueEmail", actions=["sqs:SendMessage"], resources=[self.queue.queue_arn]
             ),
-            ("EmailQueueKey", list(QUEUE_KEY_ACTIONS), [self.key.key_arn]),
-        ):
-            grantee.grant_principal.add_to_principal_policy(
-                iam.PolicyStatement(sid=sid, actions=actions, resources=resources)
-            )
-        self._acknowledge_claim_checks(grantee)
+            iam.PolicyStatement(
+                sid="StoreClaimChecks",
+                actions=["s3:PutObject"],
+                resources=[self.bucket.arn_for_objects(f"{CLAIM_CHECK_PREFIX}*")],
+            ),
+            iam.PolicyStatement(
+                sid="EmailQueueKey", actions=list(QUEUE_KEY_ACTIONS), resources=[self.key.key_arn]
+            ),
+        ]
 
-    def grant_operate(self, grantee: iam.IGrantable) -> None:
-        """For operators (``python -m milequest.email_dlq``): list, redrive and purge."""
-        for sid, actions, resources in (
-            (
-                "ReadDeadLetters",
-                [
+    def operator_statements(self) -> list[iam.PolicyStatement]:
+        """What ``python -m milequest.email_dlq`` does: list, redrive and purge."""
+        return [
+            iam.PolicyStatement(
+                sid="ReadDeadLetters",
+                actions=[
                     "sqs:ReceiveMessage",
                     "sqs:DeleteMessage",
                     "sqs:ChangeMessageVisibility",
                     "sqs:GetQueueAttributes",
                     "sqs:PurgeQueue",
                 ],
-                [self.dead_letter_queue.queue_arn],
+                resources=[self.dead_letter_queue.queue_arn],
             ),
-            ("RedriveEmail", ["sqs:SendMessage"], [self.queue.queue_arn]),
-            ("EmailQueueKey", list(QUEUE_KEY_ACTIONS), [self.key.key_arn]),
-        ):
-            grantee.grant_principal.add_to_principal_policy(
-                iam.PolicyStatement(sid=sid, actions=actions, resources=resources)
-            )
+            iam.PolicyStatement(
+                sid="RedriveEmail", actions=["sqs:SendMessage"], resources=[self.queue.queue_arn]
+            ),
+            iam.PolicyStatement(
+                sid="EmailQueueKey", actions=list(QUEUE_KEY_ACTIONS), resources=[self.key.key_arn]
+            ),
+        ]
 
-    def _acknowledge_claim_checks(self, grantee: iam.IGrantable) -> None:
-        bucket = Stack.of(self).get_logical_id(self.bucket.node.default_child)  # type: ignore[arg-type]
+    def grant_enqueue(self, grantee: iam.IGrantable) -> None:
+        """For a process that sends in queue mode (the HTTP app, the container)."""
+        for statement in self.enqueue_statements():
+            grantee.grant_principal.add_to_principal_policy(statement)
         if isinstance(grantee, Construct):
-            acknowledge(
-                grantee, "IAM5", CLAIM_CHECK_REASON, f"Resource::<{bucket}.Arn>/email-queue/*"
-            )
+            self.acknowledge_claim_checks(grantee)
+
+    def grant_operate(self, grantee: iam.IGrantable) -> None:
+        """For operators (``python -m milequest.email_dlq``)."""
+        for statement in self.operator_statements():
+            grantee.grant_principal.add_to_principal_policy(statement)
+
+    def acknowledge_claim_checks(self, construct: IConstruct) -> None:
+        """cdk-nag: the claim-check grant covers one prefix of this bucket (on ``construct``,
+        a role or a managed policy holding :meth:`enqueue_statements`)."""
+        bucket = Stack.of(self).get_logical_id(self.bucket.node.default_child)  # type: ignore[arg-type]
+        acknowledge(
+            construct, "IAM5", CLAIM_CHECK_REASON, f"Resource::<{bucket}.Arn>/email-queue/*"
+        )
 
     # -- settings ----------------------------------------------------------------------------
 
