@@ -6,7 +6,7 @@ and 4 consumer workers against the local SES v2 endpoint enforcing a send rate (
 50/s, answered 429 above it, and reported to the consumers as ``MaxSendRate`` by
 ``GetAccount``). Each worker is a process of its own, like one Lambda instance (its own
 consumer, circuit breaker and pacer; ``EMAIL_QUEUE_CONCURRENCY`` = the worker count), and
-moto runs in a process of its own too, so that no interpreter lock is shared.
+moto runs in processes of its own too, so that no interpreter lock is shared.
 
 For each run: the enqueue rate; the drain time (worker start-up included) and the sending
 rate (SES's first acceptance to its last); the peak rate SES observed in any one-second
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _env(moto: str, ses: str) -> None:
+def _env(sqs: str, tables: str, ses: str) -> None:
     for name in list(os.environ):
         if name.startswith(("EMAIL_", "SES_", "SMTP_", "RESEND_", "SENDGRID_", "AWS_ENDPOINT")):
             del os.environ[name]
@@ -45,7 +45,9 @@ def _env(moto: str, ses: str) -> None:
         AWS_DEFAULT_REGION="us-east-1",
         AWS_REGION="us-east-1",
         AWS_EC2_METADATA_DISABLED="true",
-        AWS_ENDPOINT_URL=moto,
+        AWS_ENDPOINT_URL_SQS=sqs,
+        AWS_ENDPOINT_URL_DYNAMODB=tables,
+        AWS_ENDPOINT_URL_S3=tables,
         AWS_ENDPOINT_URL_SESV2=ses,
         DEFAULT_FROM_EMAIL="noreply@milequest.example",
         EMAIL_PROVIDER="ses",
@@ -58,7 +60,7 @@ _WORKER = """
 import json, os, signal
 from milequest.local.email_queue import EmailQueueResources, LocalEmailQueue
 resources = EmailQueueResources(**json.loads(os.environ["BENCH_RESOURCES"]))
-options = {"endpoint_url": os.environ["AWS_ENDPOINT_URL"], "region_name": "us-east-1"}
+options = {"region_name": "us-east-1"}
 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
 worker = LocalEmailQueue(resources, options, workers=1, wait_seconds=1).start()
 signal.sigwait([signal.SIGTERM])
@@ -66,17 +68,12 @@ worker.stop()
 """
 
 
-def _run(moto: str, ses: Any, messages: int, rate: float, workers: int, n: int) -> dict[str, Any]:
+def _run(ses: Any, messages: int, rate: float, workers: int, n: int) -> dict[str, Any]:
     from milequest.local.email_queue import LocalEmailQueue, create_email_queue_resources
     from milequest.services.email import create_email_service
     from milequest.services.email.queue import ID_TAG
 
-    options = {
-        "endpoint_url": moto,
-        "region_name": "us-east-1",
-        "aws_access_key_id": "bench",
-        "aws_secret_access_key": "bench",
-    }
+    options = {"region_name": "us-east-1"}  # the endpoints come from the environment
     resources = create_email_queue_resources(
         options, name=f"bench-{n}", bucket=f"bench-claims-{n}", table=f"bench-idempotency-{n}"
     )
@@ -161,26 +158,32 @@ def main() -> int:
     from tests.conftest import free_port
     from tests.runtime.email.ses_server import SesServer
 
-    port = free_port()
-    moto_process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    moto = f"http://127.0.0.1:{port}"
-    _wait_for(moto)
+    # SQS in one moto process, DynamoDB and S3 in another: moto is the costly part here.
+    ports = [free_port(), free_port()]
+    motos = [
+        subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in ports
+    ]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
     ses = SesServer().start()
-    _env(moto, ses.url)
     runs = []
     try:
+        for url in urls:
+            _wait_for(url)
+        _env(urls[0], urls[1], ses.url)
         for n, workers in enumerate(args.workers):
-            report = _run(moto, ses, args.messages, args.rate, workers, n)
+            report = _run(ses, args.messages, args.rate, workers, n)
             runs.append(report)
             print(json.dumps(report) if args.json else _line(report), flush=True)
     finally:
         ses.stop()
-        moto_process.terminate()
-        moto_process.wait()
+        for process in motos:
+            process.terminate()
+            process.wait()
     ok = all(
         r["peak_per_s"] <= r["limit_per_s"] and r["duplicates"] == 0 and r["losses"] == 0
         for r in runs
