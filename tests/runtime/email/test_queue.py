@@ -206,6 +206,14 @@ def test_sqs_out_of_reach_is_provider_unavailable_and_retryable(
     assert all(i.error is not None and i.error.retryable for i in items)
 
 
+def test_a_consumer_refuses_a_service_that_would_queue_again(email_queue: QueueHarness) -> None:
+    from milequest.services.email import EmailQueueConsumer
+
+    with pytest.raises(EmailError) as refused:
+        EmailQueueConsumer(create_email_service("mock"))  # EMAIL_DELIVERY=queue
+    assert refused.value.code is EmailErrorCode.CONFIGURATION
+
+
 def test_queue_mode_needs_a_queue(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMAIL_DELIVERY", "queue")
     with pytest.raises(EmailError) as refused:

@@ -151,6 +151,11 @@ class EmailQueueConsumer:
         if service is None:
             service = create_email_service(email_delivery="direct")
             service.pace(1 / service.settings.email_queue_concurrency)
+        if service.queue is not None:
+            raise EmailError(
+                EmailErrorCode.CONFIGURATION,
+                "the queue consumer sends: give it a service with EMAIL_DELIVERY=direct",
+            )
         self.service = service
         self.settings = settings or service.settings
         table = self.settings.email_idempotency_table
@@ -182,12 +187,14 @@ class EmailQueueConsumer:
 
     @property
     def sqs(self) -> Any:
+        """The SQS client (dead-lettering, retry delays)."""
         if self._sqs is None:
             self._sqs = aws_client("sqs", self.settings)
         return self._sqs
 
     @property
     def s3(self) -> Any:
+        """The S3 client (claim-checked bodies)."""
         if self._s3 is None:
             self._s3 = aws_client("s3", self.settings)
         return self._s3

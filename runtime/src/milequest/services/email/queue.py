@@ -230,12 +230,14 @@ class EmailQueue:
 
     @property
     def sqs(self) -> Any:
+        """The SQS client, made on first use."""
         if self._sqs is None:
             self._sqs = aws_client("sqs", self._settings)
         return self._sqs
 
     @property
     def s3(self) -> Any:
+        """The S3 client (claim checks), made on first use."""
         if self._s3 is None:
             self._s3 = aws_client("s3", self._settings)
         return self._s3
