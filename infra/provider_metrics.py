@@ -91,6 +91,14 @@ def _total(prefix: str, metrics: Sequence[cloudwatch.IMetric], label: str) -> cl
     )
 
 
+def _totals(family: CallFamily, provider: str, tag: str) -> dict[str, cloudwatch.IMetric]:
+    """``<tag>c``: ``provider``'s calls, ``<tag>e``: its errors, over the family."""
+    return {
+        f"{tag}c": _total(f"c{tag}", family.metrics("Calls", provider), "calls"),
+        f"{tag}e": _total(f"e{tag}", family.metrics("Errors", provider), "errors"),
+    }
+
+
 def _math(expression: str, label: str, **using: cloudwatch.IMetric) -> cloudwatch.MathExpression:
     return cloudwatch.MathExpression(
         expression=expression, using_metrics=using, label=label, period=PERIOD
@@ -142,27 +150,19 @@ class ProviderFigures:
 
     # Figures ---------------------------------------------------------------------------------
 
-    def succeeded(self, family: CallFamily, provider: str, tag: str) -> cloudwatch.IMetric:
-        calls = _total(f"c{tag}", family.metrics("Calls", provider), "calls")
-        errors = _total(f"e{tag}", family.metrics("Errors", provider), "errors")
-        return _math(f"s{tag}c - s{tag}e", provider, **{f"s{tag}c": calls, f"s{tag}e": errors})
+    def _succeeded(self, family: CallFamily, provider: str, tag: str) -> cloudwatch.IMetric:
+        """Calls of ``provider`` that did not fail."""
+        return _math(f"{tag}c - {tag}e", provider, **_totals(family, provider, tag))
 
-    def error_rate(
-        self, family: CallFamily, provider: str, tag: str, *, percent: bool = True
-    ) -> cloudwatch.MathExpression:
-        """Errors / calls of ``provider`` (per cent, or a fraction for the alarm)."""
-        calls = _total(f"c{tag}", family.metrics("Calls", provider), "calls")
-        errors = _total(f"e{tag}", family.metrics("Errors", provider), "errors")
-        scale = "100 * " if percent else ""
-        return _math(
-            f"{scale}r{tag}e / r{tag}c", provider, **{f"r{tag}c": calls, f"r{tag}e": errors}
-        )
+    def _error_rate(self, family: CallFamily, provider: str, tag: str) -> cloudwatch.IMetric:
+        """Errors per 100 calls of ``provider``."""
+        return _math(f"100 * {tag}e / {tag}c", provider, **_totals(family, provider, tag))
 
-    def latency(self, family: CallFamily, provider: str) -> list[cloudwatch.Metric]:
+    def _latency(self, family: CallFamily, provider: str) -> list[cloudwatch.Metric]:
         """p99 per operation and process (percentiles do not add up)."""
         return family.metrics("Latency", provider, "p99")
 
-    def email_event(self, provider: str, event_type: str) -> cloudwatch.Metric | None:
+    def _email_event(self, provider: str, event_type: str) -> cloudwatch.Metric | None:
         """Hard bounces (``bounce``) or complaints reported for ``provider``'s mail.
 
         The ``Provider`` dimension is the receiving process's own provider
@@ -179,7 +179,7 @@ class ProviderFigures:
             )
         return None
 
-    def delivery_metrics(self, name: str, provider: str) -> list[cloudwatch.Metric]:
+    def _delivery_metrics(self, name: str, provider: str) -> list[cloudwatch.Metric]:
         """``Deliveries`` or ``GoneConnections`` (410s): only API Gateway counts them."""
         return [
             _metric(name, {"Service": "websocket", "Provider": provider, "service": source})
@@ -212,10 +212,10 @@ class ProviderFigures:
         rates: list[cloudwatch.IMetric] = []
         for index, provider in providers:
             for event_type in ("bounce", "complaint"):
-                event = self.email_event(provider, event_type)
+                event = self._email_event(provider, event_type)
                 if event is not None:
                     tag = f"{event_type[0]}{index}"
-                    sent = self.succeeded(self.sends, provider, tag)
+                    sent = self._succeeded(self.sends, provider, tag)
                     rates.append(
                         _math(
                             f"100 * FILL({tag}n, 0) / {tag}d",
@@ -226,15 +226,15 @@ class ProviderFigures:
         return [
             _graph(
                 "Email: accepted sends",
-                [self.succeeded(self.sends, p, f"a{i}") for i, p in providers],
+                [self._succeeded(self.sends, p, f"a{i}") for i, p in providers],
             ),
             _graph(
                 "Email: send error rate (%)",
-                [self.error_rate(self.sends, p, f"x{i}") for i, p in providers],
+                [self._error_rate(self.sends, p, f"x{i}") for i, p in providers],
             ),
             _graph(
                 "Email: send latency (p99, ms)",
-                [m for _, p in providers for m in self.latency(self.sends, p)],
+                [m for _, p in providers for m in self._latency(self.sends, p)],
             ),
             _graph(
                 "Email: hard bounce and complaint rates (%)",
@@ -250,12 +250,15 @@ class ProviderFigures:
         providers = list(enumerate(self.websocket_providers))
         deliveries: list[cloudwatch.IMetric] = []
         for index, provider in providers:
-            for name, short in (("Deliveries", "d"), ("GoneConnections", "g")):
+            for name, tag, label in (
+                ("Deliveries", "d", "deliveries"),
+                ("GoneConnections", "g", "410 gone"),
+            ):
                 deliveries.append(
                     _total(
-                        f"{short}{index}",
-                        self.delivery_metrics(name, provider),
-                        f"{provider} {'deliveries' if short == 'd' else '410 gone'}",
+                        f"{tag}{index}",
+                        self._delivery_metrics(name, provider),
+                        f"{provider} {label}",
                     )
                 )
         connections = [
@@ -275,11 +278,11 @@ class ProviderFigures:
         return [
             _graph(
                 "WebSocket: events triggered",
-                [self.succeeded(self.triggers, p, f"t{i}") for i, p in providers],
+                [self._succeeded(self.triggers, p, f"t{i}") for i, p in providers],
             ),
             _graph(
                 "WebSocket: trigger error rate (%)",
-                [self.error_rate(self.triggers, p, f"y{i}") for i, p in providers],
+                [self._error_rate(self.triggers, p, f"y{i}") for i, p in providers],
             ),
             _graph(
                 "WebSocket: deliveries and 410s (API Gateway counts them)",
@@ -312,10 +315,7 @@ class ProviderFigures:
         ):
             if secondary is None:
                 continue
-            using: dict[str, cloudwatch.IMetric] = {}
-            for side, provider in (("s", secondary), ("p", primary)):
-                using[f"{side}c"] = _total(f"{side}c", family.metrics("Calls", provider), "calls")
-                using[f"{side}e"] = _total(f"{side}e", family.metrics("Errors", provider), "errors")
+            using = _totals(family, secondary, "s") | _totals(family, primary, "p")
             count = 4 * len(family.operations) * len(family.sources)
             if count > ALARM_METRIC_LIMIT:
                 raise ValueError(f"{construct_id} would read {count} metrics (at most 10)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -30,7 +31,7 @@ from infra.config import EnvironmentConfig  # noqa: E402
 from infra.nag import FAIL_ON_FINDINGS  # noqa: E402
 from infra.stage import MileQuestStage, build_app  # noqa: E402
 
-SKIP_BUNDLING = {"aws:cdk:bundling-stacks": []}
+SKIP_BUNDLING: dict[str, Any] = {"aws:cdk:bundling-stacks": []}
 
 # Every variable the runtime reads: its settings (upper-cased field names), Powertools, metrics.
 RUNTIME_VARS = {
@@ -119,12 +120,18 @@ class Synthesized:
 
 
 def template_json(stage: Stage, stack_id: str) -> dict[str, Any]:
-    """The synthesized template of ``stage``'s stack ``stack_id`` (no re-synthesis)."""
+    """The synthesized template of ``stage``'s stack ``stack_id`` (no re-synthesis), a fresh
+    copy each time. Read from the assembly directory: through jsii the same dictionary costs
+    tens of milliseconds per call, and the suite reads each template over and over."""
     stack = stage.node.find_child(stack_id)
     assert isinstance(stack, Stack)
-    artifact = stage.synth().get_stack_artifact(stack.artifact_id)
-    template: dict[str, Any] = artifact.template
+    template: dict[str, Any] = json.loads(_text(str(Path(stage.outdir) / stack.template_file)))
     return template
+
+
+@functools.cache
+def _text(path: str) -> str:
+    return Path(path).read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="session")
@@ -147,7 +154,7 @@ def synthesized(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> It
     on its templates in the background."""
     outdir = tmp_path_factory.mktemp("cdk-out")
     app = new_app(outdir)
-    stages = {stage.config.name: stage for stage in build_app(app)}
+    stages: dict[str, MileQuestStage] = {stage.config.name: stage for stage in build_app(app)}
     app.synth()
     result = Synthesized(app=app, stages=stages, outdir=outdir)
     result.start_linting()
@@ -160,7 +167,7 @@ def synthesized(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> It
 def synth_variant(config: EnvironmentConfig, outdir: Path) -> Synthesized:
     """A one-environment app for a config variant, cdk-nag included."""
     app = new_app(outdir)
-    stages = {stage.config.name: stage for stage in build_app(app, [config])}
+    stages: dict[str, MileQuestStage] = {s.config.name: s for s in build_app(app, [config])}
     app.synth()
     return Synthesized(app=app, stages=stages, outdir=outdir)
 
@@ -213,18 +220,11 @@ CERTIFICATE_ARN = (
 
 
 @pytest.fixture(scope="session")
-def bare(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """dev without a hosted zone or custom domain, with the opt-in token authorizer."""
-    config = variant("dev", hosted_zone=None, custom_domain=None, websocket_token_authorizer=True)
-    return synth_variant(config, tmp_path_factory.mktemp("cdk-out-bare"))
-
-
-@pytest.fixture(scope="session")
-def certified(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """staging on the container target with an imported certificate and no hosted zone,
-    a webhook URL, reserved concurrency, the account role left to another stack, and a
-    migration of both services in progress."""
-    config = variant(
+def _variants(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The two config variants below, synthesized (cdk-nag included) as one app: one
+    synthesis instead of two."""
+    bare_dev = variant("dev", hosted_zone=None, custom_domain=None, websocket_token_authorizer=True)
+    certified_staging = variant(
         "staging",
         hosted_zone=None,
         custom_domain={
@@ -242,4 +242,27 @@ def certified(synth_env: None, tmp_path_factory: pytest.TempPathFactory) -> Synt
             "error_rate_margin": 0.05,
         },
     )
-    return synth_variant(config, tmp_path_factory.mktemp("cdk-out-certified"))
+    outdir = tmp_path_factory.mktemp("cdk-out-variants")
+    app = new_app(outdir)
+    both = build_app(app, [bare_dev, certified_staging])
+    stages: dict[str, MileQuestStage] = {stage.config.name: stage for stage in both}
+    app.synth()
+    return Synthesized(app=app, stages=stages, outdir=outdir)
+
+
+@pytest.fixture(scope="session")
+def bare(_variants: Synthesized) -> Synthesized:
+    """dev without a hosted zone or custom domain, with the opt-in token authorizer."""
+    return Synthesized(
+        app=_variants.app, stages={"dev": _variants.stages["dev"]}, outdir=_variants.outdir
+    )
+
+
+@pytest.fixture(scope="session")
+def certified(_variants: Synthesized) -> Synthesized:
+    """staging on the container target with an imported certificate and no hosted zone,
+    a webhook URL, reserved concurrency, the account role left to another stack, and a
+    migration of both services in progress."""
+    return Synthesized(
+        app=_variants.app, stages={"staging": _variants.stages["staging"]}, outdir=_variants.outdir
+    )

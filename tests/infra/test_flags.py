@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 from aws_cdk import App
 from aws_lambda_powertools.utilities.feature_flags.exceptions import SchemaValidationError
@@ -69,7 +69,7 @@ ROLLOUT = {
 
 
 def _schema_accepts(document: Any) -> bool:
-    return jsonschema.Draft4Validator(SCHEMA).is_valid(document)
+    return bool(jsonschema.Draft4Validator(SCHEMA).is_valid(document))
 
 
 def _powertools_accepts(document: Any) -> bool:

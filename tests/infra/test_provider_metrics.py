@@ -3,6 +3,8 @@ exactly the metrics the runtime emits (names, dimension sets and values)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -116,7 +118,7 @@ def _emf(output: str) -> list[tuple[str, dict[str, str]]]:
     return found
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def websocket() -> Iterator[Callable[[MetricsSink], ApiGatewayWebSocketService]]:
     """API Gateway providers on a moto table and a local @connections endpoint."""
     server, state = start_connections_endpoint()
@@ -158,21 +160,21 @@ def process_names(synthesized: Synthesized) -> dict[str, str]:
     return names
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def emitted(
     process_names: dict[str, str],
     websocket: Callable[[MetricsSink], ApiGatewayWebSocketService],
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> set[Metric]:
-    """Every metric the runtime emits (EMF) when each process of a stage does its work."""
+    """Every metric the runtime emits (EMF) when each process of a stage does its work
+    (once for the module: it runs real providers)."""
     found: list[tuple[str, dict[str, str]]] = []
 
     def run_as(process: str, work: Callable[[MetricsSink], None]) -> None:
-        monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", process)
-        capsys.readouterr()
-        work(EmfSink())
-        found.extend(_emf(capsys.readouterr().out))
+        output = io.StringIO()
+        with pytest.MonkeyPatch.context() as env, contextlib.redirect_stdout(output):
+            env.setenv("POWERTOOLS_SERVICE_NAME", process)
+            work(EmfSink())
+        found.extend(_emf(output.getvalue()))
 
     def send_mail(sink: MetricsSink) -> None:
         mail = create_email_service("mock", metrics=sink, default_from_email="app@example.com")
@@ -336,19 +338,19 @@ def test_a_migration_shows_both_providers_and_alarms(certified: Synthesized) -> 
         assert {name for name, _ in metrics} == {"Calls", "Errors"}
         # Secondary minus primary, each side's error rate counted from 20 calls on.
         (result,) = [q for q in alarm["Metrics"] if q.get("ReturnData", True) and "Expression" in q]
-        assert result["Expression"] == ("IF(sc >= 20, se / sc, 0) - IF(pc >= 20, pe / pc, 0)")
+        assert result["Expression"] == "IF(sc >= 20, se / sc, 0) - IF(pc >= 20, pe / pc, 0)"
         by_id = {q["Id"]: q for q in alarm["Metrics"]}
         for side, provider in (("s", secondary), ("p", primary)):
             for kind in ("c", "e"):
                 inner = by_id[f"{side}{kind}"]["Expression"]
                 ids = [part.strip()[5:].split(",")[0] for part in inner.split("+")]
                 stats = [by_id[i]["MetricStat"]["Metric"] for i in ids]
-                providers = {
+                sides = {
                     d["Value"] for m in stats for d in m["Dimensions"] if d["Name"] == "Provider"
                 }
                 names = {m["MetricName"] for m in stats}
                 assert names == {"Calls" if kind == "c" else "Errors"}
-                assert providers == {provider}, (lid, side, kind)
+                assert sides == {provider}, (lid, side, kind)
 
 
 def test_no_migration_no_alarm(synthesized: Synthesized) -> None:
