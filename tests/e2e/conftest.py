@@ -25,6 +25,7 @@ def stack_config(**overrides: Any) -> LocalStackConfig:
         "http_port": 0,
         "smtp_port": 0,
         "lost_disconnect_delay": None,
+        "email_delivery": "direct",  # sent before the call returns; the queue has its tests
     }
     options.update(overrides)
     return LocalStackConfig(**options)

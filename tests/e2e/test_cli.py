@@ -116,6 +116,12 @@ def test_the_banner_then_a_clean_stop_on_a_signal(
             http = next(line.split()[-1] for line in banner if "HTTP app" in line)
             with urllib.request.urlopen(f"{http}/healthz", timeout=30) as response:
                 assert response.status == 200
+            token = banner[next(i for i, line in enumerate(banner) if "(24 h):" in line) + 1]
+            asked = urllib.request.Request(
+                f"{http}/realtime/config", headers={"Authorization": f"Bearer {token.strip()}"}
+            )
+            with urllib.request.urlopen(asked, timeout=30) as response:
+                served = json.load(response)
             child.send_signal(stop_signal)
             child.wait(timeout=60)
             out = output.rest(timeout=10)
@@ -139,6 +145,16 @@ def test_the_banner_then_a_clean_stop_on_a_signal(
     assert (options["forceTLS"], options["enabledTransports"]) == (False, ["ws"])
     assert options["channelAuthorization"]["endpoint"] == f"{http}/realtime/auth"
     assert options["userAuthentication"]["endpoint"] == f"{http}/realtime/user-auth"
+    # The HTTP app hands a front end the same host and port.
+    assert (served["options"]["wsHost"], served["options"]["wsPort"]) == (
+        options["wsHost"],
+        options["wsPort"],
+    )
+    # Mail goes through the email queue; one suppression list; unsubscribe links work here.
+    assert exports["EMAIL_DELIVERY"] == "queue"
+    assert exports["EMAIL_QUEUE_URL"].startswith(exports["AWS_ENDPOINT_URL"])
+    assert exports["EMAIL_SUPPRESSION_TABLE"]
+    assert exports["EMAIL_UNSUBSCRIBE_URL"] == f"{http}/email/unsubscribe"
     assert f"PUSHER_PORT={http.rsplit(':', 1)[1]} PUSHER_USE_TLS=false" in text
     assert child.returncode == 0
     assert out.rstrip().endswith("stopped.")

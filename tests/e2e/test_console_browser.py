@@ -29,7 +29,8 @@ TIMEOUT_MS = 15_000
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
-    with LocalStack(stack_config()) as running:
+    """As ``make dev`` runs it: mail goes through the email queue."""
+    with LocalStack(stack_config(email_delivery="queue")) as running:
         yield running
 
 
@@ -47,6 +48,7 @@ def test_console_shows_a_triggered_event_and_a_sent_email(stack: LocalStack) -> 
         try:
             page = browser.new_page()
             page.set_default_timeout(TIMEOUT_MS)
+            expect.set_options(timeout=TIMEOUT_MS)
             page.goto(stack.urls["console"])
 
             # The page is a pusher-js client: connected, and subscribed to "console".
@@ -66,8 +68,10 @@ def test_console_shows_a_triggered_event_and_a_sent_email(stack: LocalStack) -> 
             form.locator("input[name=to]").fill("browser@runners.example")
             form.locator("input[name=subject]").fill("Sent from Chromium")
             form.get_by_role("button", name="Send").click()
+            expect(page.locator("#result")).to_contain_text("browser@runners.example queued")
             listed = page.locator("#emails li", has_text="Sent from Chromium")
             expect(listed).to_contain_text("browser@runners.example")
+            expect(page.locator("#email-queue-counts")).to_contain_text("sent 1")
             if os.environ.get("CONSOLE_SCREENSHOT"):
                 page.screenshot(path=os.environ["CONSOLE_SCREENSHOT"], full_page=True)
         finally:
@@ -92,6 +96,7 @@ def test_console_runs_no_markup_from_an_email_or_an_event(stack: LocalStack) -> 
         try:
             page = browser.new_page()
             page.set_default_timeout(TIMEOUT_MS)
+            expect.set_options(timeout=TIMEOUT_MS)
             page.goto(stack.urls["console"])
             expect(page.locator("#connections tr.connection td").nth(2)).to_have_text("console")
             trigger = page.locator("#trigger-form")

@@ -14,7 +14,7 @@ import boto3
 import httpx
 import pytest
 from milequest.local import LocalStack
-from milequest.local.email_queue import LocalEmailQueue, create_email_queue, stop_email_queue
+from milequest.local.email_queue import LocalEmailQueue
 from milequest.services.registry import reset_services
 
 from .conftest import stack_config
@@ -24,22 +24,18 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def queued() -> Iterator[tuple[LocalStack, LocalEmailQueue]]:
-    """The stack with its email queue, wired as ``make dev`` wires it: resources on the
-    embedded AWS, their variables exported, two consumer workers."""
+    """The stack as ``make dev`` runs it: the email queue on the embedded AWS, its variables
+    exported, two consumer workers."""
     with (
-        LocalStack(stack_config(email_provider="smtp")) as stack,
         pytest.MonkeyPatch.context() as patch,
+        LocalStack(stack_config(email_delivery="queue", email_queue_workers=2)) as stack,
     ):
-        queue = create_email_queue(stack.aws, workers=2)
-        for name, value in queue.environment.items():
-            patch.setenv(name, value)
         patch.setenv("EMAIL_QUEUE_RETRY_DELAY", "1")
         reset_services()
-        queue.start()
+        assert stack.email_queue is not None
         try:
-            yield stack, queue
+            yield stack, stack.email_queue
         finally:
-            stop_email_queue(queue)
             reset_services()
 
 
@@ -85,6 +81,10 @@ def test_what_cannot_be_sent_is_dead_lettered_and_the_command_lists_then_purges_
     _eventually(lambda: len(queue.state()["dead_letters"]) == 1)
     [letter] = queue.state()["dead_letters"]
     assert letter["code"] == "INVALID_MESSAGE"
+    shown = httpx.get(stack.urls["console"] + "api/state", timeout=30).json()
+    assert shown["email_delivery"] == "queue"
+    assert [d["code"] for d in shown["email_queue"]["dead_letters"]] == ["INVALID_MESSAGE"]
+    assert shown["email_queue"]["processed"] >= 5
     command = [sys.executable, "-m", "milequest.email_dlq"]
     env = dict(os.environ)
     listed = subprocess.run(

@@ -135,6 +135,8 @@ class Received:
     raw: bytes
     session: int = 0
     """Which SMTP connection carried the message."""
+    helo: str | None = None
+    """The name the client gave in EHLO."""
 
 
 @dataclass
@@ -163,7 +165,14 @@ class SinkHandler:
         assert isinstance(parsed, MimeMessage)
         with self.lock:
             self.messages.append(
-                Received(str(envelope.mail_from), list(envelope.rcpt_tos), parsed, raw, id(session))
+                Received(
+                    str(envelope.mail_from),
+                    list(envelope.rcpt_tos),
+                    parsed,
+                    raw,
+                    id(session),
+                    session.host_name,
+                )
             )
         return "250 Message accepted"
 

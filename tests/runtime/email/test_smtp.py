@@ -99,6 +99,28 @@ def test_untrusted_certificate_is_refused(smtp_starttls: SmtpServer) -> None:
     assert "TLS" in info.value.message
 
 
+def test_ehlo_names_the_configured_host_else_this_machine(smtp_plain: SmtpServer) -> None:
+    import socket
+
+    create_email_service("smtp", **smtp_plain.settings()).send_email(
+        {"to": "a@example.com", "subject": "s", "text": "t"}
+    )
+    create_email_service(
+        "smtp", **smtp_plain.settings(smtp_local_hostname="mailer.milequest.example")
+    ).send_email({"to": "b@example.com", "subject": "s", "text": "t"})
+    assert [m.helo for m in smtp_plain.handler.messages] == [
+        socket.getfqdn(),
+        "mailer.milequest.example",
+    ]
+
+
+def test_a_local_hostname_that_could_inject_a_command_is_refused() -> None:
+    with pytest.raises(EmailError) as info:
+        create_email_service("smtp", smtp_local_hostname="evil\r\nRCPT TO:<x@example.com>")
+    assert info.value.code is EmailErrorCode.CONFIGURATION
+    assert "SMTP_LOCAL_HOSTNAME" in str(info.value)
+
+
 def test_refused_recipients_are_reported(smtp_plain: SmtpServer) -> None:
     smtp_plain.handler.refuse.add("nobody@example.com")
     service = create_email_service("smtp", **smtp_plain.settings())

@@ -52,6 +52,13 @@ def parse_args(argv: list[str] | None = None) -> LocalStackConfig:
         "(env LOCAL_EMAIL_PROVIDER)",
     )
     parser.add_argument(
+        "--email-delivery",
+        choices=("queue", "direct"),
+        default=config.email_delivery,
+        help="queue: mail goes through the embedded SQS to in-process queue consumers, as in "
+        "AWS; direct: the caller sends it (env LOCAL_EMAIL_DELIVERY)",
+    )
+    parser.add_argument(
         "--idle-timeout",
         type=float,
         default=config.idle_timeout,
@@ -75,6 +82,7 @@ def parse_args(argv: list[str] | None = None) -> LocalStackConfig:
         parser.error("--idle-timeout must be positive")
     config.host = args.host
     config.email_provider = args.email_provider
+    config.email_delivery = args.email_delivery
     config.idle_timeout = args.idle_timeout
     # The handlers log through Powertools, which reads its level when they are imported.
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO" if args.verbose else "WARNING")

@@ -151,7 +151,14 @@ def create_console_app(stack: LocalStack) -> Starlette:
         except Exception:
             subs = {}
         emails = _newest_first(stack.emails())
+        queue: dict[str, Any] | None = None
+        if stack.email_queue is not None:
+            try:
+                queue = stack.email_queue.state()
+            except Exception as exc:
+                queue = {"error": f"{type(exc).__name__}: {exc}"}
         return {
+            "email_queue": queue,
             "subscriptions": subs,
             "emails": emails[:EMAILS_PER_PAGE],
             "emails_total": len(emails),
@@ -179,6 +186,8 @@ def create_console_app(stack: LocalStack) -> Starlette:
                 "emails": found["emails"],
                 "emails_total": found["emails_total"],
                 "suppressed": found["suppressed"],
+                "email_delivery": stack.config.email_delivery,
+                "email_queue": found["email_queue"],
             }
         )
 

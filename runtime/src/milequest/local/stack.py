@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import errno
 import json
 import logging
@@ -29,6 +30,7 @@ from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route
 
 from .aws import AwsResources, EmbeddedAws, ProvisioningReport
+from .email_queue import LocalEmailQueue, create_email_queue
 from .fanout import FanoutConsumer, create_fanout_queues
 from .gateway import DEFAULT_IDLE_TIMEOUT, GatewayConfig, WebSocketGateway
 from .lambda_runtime import WEBSOCKET_HANDLERS_MODULE, WebSocketHandlers
@@ -38,6 +40,7 @@ from .smtp_sink import SmtpSink
 logger = logging.getLogger("milequest.local")
 
 EmailProvider = Literal["smtp", "ses"]
+EmailDelivery = Literal["direct", "queue"]
 STARTUP_TIMEOUT_S = 60.0
 MOTO_TRIM_INTERVAL_S = 10.0
 
@@ -70,6 +73,10 @@ class LocalStackConfig:
     http_port: int = 8000
     smtp_port: int = 1025
     email_provider: EmailProvider = "smtp"
+    email_delivery: EmailDelivery = "queue"
+    """``queue``: mail goes through the embedded SQS to in-process queue consumers, as in
+    AWS (``EMAIL_DELIVERY=queue``); ``direct``: the caller sends it."""
+    email_queue_workers: int = 2
     stage: str = "local"
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     activity_timeout: int = 120
@@ -118,6 +125,12 @@ class LocalStackSettings(BaseSettings):
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP app and dev console")
     smtp_port: int = Field(1025, ge=0, le=65535, description="SMTP sink")
     email_provider: EmailProvider = Field("smtp", description="smtp (the sink) or ses")
+    email_delivery: EmailDelivery = Field(
+        "queue",
+        description="queue: mail goes through the embedded SQS and in-process queue consumers; "
+        "direct: the caller sends it",
+    )
+    email_queue_workers: int = Field(2, ge=1, le=16, description="Email queue consumers")
     idle_timeout: float = Field(
         DEFAULT_IDLE_TIMEOUT, gt=0, description="Seconds before an idle WebSocket is closed"
     )
@@ -166,6 +179,7 @@ class LocalStack:
         )
         self.smtp = SmtpSink()
         self.fanout: FanoutConsumer | None = None
+        self.email_queue: LocalEmailQueue | None = None
         self.webhooks: deque[dict[str, Any]] = deque(maxlen=200)
         self.provisioning = ProvisioningReport()
         self.env: dict[str, str] = {}
@@ -220,6 +234,9 @@ class LocalStack:
             self._aws_started = True
             self.provisioning = self.aws.provision()
             self._compute_env()
+            if cfg.email_delivery == "queue":
+                self.email_queue = create_email_queue(self.aws, workers=cfg.email_queue_workers)
+                self.env.update(self.email_queue.environment)
             if cfg.export_env:
                 self._export_env()
             self._fanout_consumer().start()
@@ -231,6 +248,8 @@ class LocalStack:
                 raise StackStartError(
                     f"the local stack could not start: {self._startup_error}"
                 ) from self._startup_error
+            if self.email_queue is not None:  # its consumers send to the SMTP sink
+                self.email_queue.start()
         except BaseException:
             self._running = True
             self.stop()
@@ -243,11 +262,16 @@ class LocalStack:
         if not self._running:
             return
         self._running = False
+        if self.email_queue is not None:
+            self.email_queue.stop()
+            self.email_queue = None
         if self.fanout is not None:  # first: its shards still need the management API
             self.fanout.stop()
             self.fanout = None
         if self._loop is not None and self._stop_requested is not None:
-            self._loop.call_soon_threadsafe(self._stop_requested.set)
+            # The serving thread may have ended (and closed its loop) on its own.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stop_requested.set)
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
@@ -305,6 +329,13 @@ class LocalStack:
             "SMTP_HOST": host,
             "SMTP_PORT": str(ports["SMTP sink"]),
             "SMTP_SECURITY": "none",
+            "SMTP_LOCAL_HOSTNAME": "localhost",
+            "EMAIL_SUPPRESSION_TABLE": res.suppression_table,
+            "EMAIL_UNSUBSCRIBE_URL": f"{http_url}/email/unsubscribe",
+            "EMAIL_UNSUBSCRIBE_SECRET": res.unsubscribe_secret,
+            "REALTIME_WS_HOST": host,
+            "REALTIME_WS_PORT": str(ports["WebSocket gateway"]),
+            "REALTIME_WS_TLS": "false",
         }
 
     def _fanout_consumer(self) -> FanoutConsumer:

@@ -178,6 +178,13 @@ class EmailSettings(ServiceSettings):
     smtp_secret_arn: str | None = Field(None, description="Secret with username and password")
     smtp_timeout: float = Field(10.0, gt=0, description="SMTP timeout (s)")
     smtp_ca_file: str | None = Field(None, description="CA bundle to trust for SMTP TLS")
+    smtp_local_hostname: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9.\-\[\]:]+$",
+        description="Name given in EHLO (else this machine's FQDN, looked up once per process)",
+    )
     smtp_send_rate: float | None = Field(
         None, gt=0, description="Messages per second for the queue consumers (unset: no limit)"
     )

@@ -8,8 +8,10 @@ STARTTLS) and any SMTP server. SMTP has no identity API, so this provider counts
 
 from __future__ import annotations
 
+import functools
 import json
 import smtplib
+import socket
 import ssl
 import threading
 from collections.abc import Hashable, Iterator
@@ -59,6 +61,13 @@ class _DeadlineMixin:
     def getreply(self) -> tuple[int, bytes]:
         self._arm()
         return super().getreply()  # type: ignore[misc,no-any-return]
+
+
+@functools.cache
+def _local_fqdn() -> str:
+    """This machine's name for EHLO. smtplib would look it up (a reverse DNS query, seconds
+    where DNS does not answer) on every connection; once per process is enough."""
+    return socket.getfqdn()
 
 
 class _SMTP(_DeadlineMixin, smtplib.SMTP):
@@ -137,12 +146,18 @@ class SmtpEmailService(EmailService):
     def _connection(self, deadline: Deadline) -> Iterator[_SMTP | _SMTP_SSL]:
         conn: _SMTP | _SMTP_SSL
         connect_timeout = min(self.timeout, max(deadline.remaining(), 0.001))
+        name = self.settings.smtp_local_hostname or _local_fqdn()
         if self.security == "ssl":
             conn = _SMTP_SSL(
-                deadline, self.host, self.port, timeout=connect_timeout, context=self._context()
+                deadline,
+                self.host,
+                self.port,
+                name,
+                timeout=connect_timeout,
+                context=self._context(),
             )
         else:
-            conn = _SMTP(deadline, self.host, self.port, timeout=connect_timeout)
+            conn = _SMTP(deadline, self.host, self.port, name, timeout=connect_timeout)
         conn.timeout = self.timeout
         try:
             conn.ehlo()
