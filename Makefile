@@ -129,10 +129,12 @@ preflight: setup
 deploy: setup
 	npx --no-install cdk deploy '$(ENV)/*'
 
+BENCHMARKS = email email_deadline email_suppression email_queue websocket fanout_scale \
+	local handshake pusher_api
+
 bench: setup
-	$(PY) scripts/bench_email.py
-	$(PY) scripts/bench_websocket.py
-	$(PY) scripts/bench_local.py
+	@set -e; for name in $(BENCHMARKS); do \
+	  echo "== scripts/bench_$$name.py"; $(PY) scripts/bench_$$name.py; done
 
 clean:
 	rm -rf $(VENV) $(LAMBDA_VENV) node_modules cdk.out site .pytest_cache .mypy_cache .ruff_cache
