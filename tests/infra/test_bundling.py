@@ -49,7 +49,15 @@ def test_source_hash_covers_locked_requirements_and_runtime_sources() -> None:
     requirements = bundling.locked_requirements().splitlines()
     # The runtime's `lambda` extra: the HTTP app behind Mangum, every provider client and the
     # SnapStart hooks.
-    for name in ("pydantic-core", "pusher", "resend", "sendgrid", "starlette", "mangum"):
+    for name in (
+        "pydantic-core",
+        "pusher",
+        "sendgrid",
+        "svix",
+        "cryptography",
+        "starlette",
+        "mangum",
+    ):
         assert any(line.startswith(f"{name}==") for line in requirements), name
     assert any(line.startswith("snapshot-restore-py==") for line in requirements)
     unwanted = ("pytest", "moto", "aws-cdk-lib", "matplotlib", "hypothesis")

@@ -12,27 +12,22 @@ the records not reported as failed.
 
 from __future__ import annotations
 
-import json
-import logging
-import threading
-import time
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from .sqs_source import Handler, SqsEventSource, create_queue
 
 if TYPE_CHECKING:
     from milequest.services.email.consumer import EmailQueueConsumer
 
     from .aws import EmbeddedAws
 
-logger = logging.getLogger("milequest.local.email_queue")
 
 QUEUE_NAME = "milequest-local-email"
 BUCKET_NAME = "milequest-local-email-claim-check"
 TABLE_NAME = "milequest-local-email-idempotency"
 CLAIM_CHECK_DAYS = 30
-Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -78,23 +73,9 @@ def create_email_queue_resources(
     )
 
     sqs = boto3.client("sqs", **client_options)
-    dlq_url = sqs.create_queue(
-        QueueName=f"{name}-dlq", Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)}
-    )["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receives + 1)}
-    url = sqs.create_queue(
-        QueueName=name,
-        Attributes={
-            "VisibilityTimeout": str(visibility_timeout),
-            "RedrivePolicy": json.dumps(redrive),
-        },
-    )["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
+    refs = create_queue(
+        sqs, name, visibility_timeout=visibility_timeout, max_receive_count=max_receives + 1
+    )
     s3 = boto3.client("s3", **client_options)
     try:
         s3.create_bucket(Bucket=bucket)
@@ -124,48 +105,15 @@ def create_email_queue_resources(
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
             raise
-    return EmailQueueResources(url, arn, dlq_url, bucket, table, max_receives)
+    return EmailQueueResources(
+        refs.url, refs.arn, refs.dead_letter_queue_url, bucket, table, max_receives
+    )
 
 
-class _Invocation:
-    """The parts of Lambda's context object the consumer reads."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self.aws_request_id = str(uuid.uuid4())
-        self.function_name = "email-queue"
-        self._ends = time.monotonic() + timeout_s
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._ends - time.monotonic()) * 1000))
-
-
-def lambda_record(message: Mapping[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
-    """An SQS ``ReceiveMessage`` message as Lambda's event source hands it to a function."""
-    attributes = {
-        name: {
-            "stringValue": value.get("StringValue"),
-            "binaryValue": value.get("BinaryValue"),
-            "stringListValues": [],
-            "binaryListValues": [],
-            "dataType": value.get("DataType", "String"),
-        }
-        for name, value in (message.get("MessageAttributes") or {}).items()
-    }
-    return {
-        "messageId": message["MessageId"],
-        "receiptHandle": message["ReceiptHandle"],
-        "body": message["Body"],
-        "attributes": dict(message.get("Attributes", {})),
-        "messageAttributes": attributes,
-        "md5OfBody": message.get("MD5OfBody", ""),
-        "eventSource": "aws:sqs",
-        "eventSourceARN": queue_arn,
-        "awsRegion": region,
-    }
-
-
-class LocalEmailQueue:
+class LocalEmailQueue(SqsEventSource):
     """``workers`` threads consuming the email queue, each with a consumer of its own."""
+
+    function_name = "email-queue"
 
     def __init__(
         self,
@@ -181,94 +129,34 @@ class LocalEmailQueue:
     ) -> None:
         import boto3
 
+        super().__init__(
+            boto3.client("sqs", **client_options),
+            resources.queue_url,
+            resources.queue_arn,
+            workers=workers,
+            batch_size=batch_size,
+            invocation_timeout_s=invocation_timeout_s,
+            wait_seconds=wait_seconds,
+            region=str(client_options.get("region_name") or "us-east-1"),
+        )
         self.resources = resources
-        self.workers = workers
-        self._sqs = boto3.client("sqs", **client_options)
-        self._region = str(client_options.get("region_name") or "us-east-1")
-        self._batch_size = batch_size
-        self._timeout = invocation_timeout_s
-        self._wait = wait_seconds
         self._handler = handler
         self._factory = consumer_factory
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-        self.processed = 0
-        self.retried = 0
 
     @property
     def environment(self) -> dict[str, str]:
         """What senders and the consumers need (export it before :meth:`start`)."""
         return self.resources.environment(self.workers)
 
-    def start(self) -> LocalEmailQueue:
-        """Start the workers (their consumers are built from the environment)."""
-        self._stop.clear()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"email-queue-{i}", daemon=True)
-            for i in range(self.workers)
-        ]
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Finish the batches in hand, then stop (within ``timeout`` seconds)."""
-        self._stop.set()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self._threads = []
-
-    def _run(self) -> None:
-        handle: Handler | None = self._handler
-        while not self._stop.is_set():
-            try:
-                if handle is None:
-                    handle = self._consumer().handle
-                self.poll_once(handle)
-            except Exception:
-                logger.exception("email queue worker: polling failed")
-                self._stop.wait(1.0)
-
-    def _consumer(self) -> EmailQueueConsumer:
+    def worker_handler(self) -> Handler:
+        """This worker's consumer (built from the environment), like one Lambda instance."""
+        if self._handler is not None:
+            return self._handler
         if self._factory is not None:
-            return self._factory()
+            return self._factory().handle
         from milequest.services.email.consumer import EmailQueueConsumer
 
-        return EmailQueueConsumer()
-
-    def poll_once(self, handle: Handler) -> int:
-        """Receive one batch and run ``handle`` on it; how many messages came."""
-        messages = self._sqs.receive_message(
-            QueueUrl=self.resources.queue_url,
-            MaxNumberOfMessages=self._batch_size,
-            WaitTimeSeconds=self._wait,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        ).get("Messages", [])
-        if not messages:
-            return 0
-        records = [lambda_record(m, self.resources.queue_arn, self._region) for m in messages]
-        try:
-            response = handle({"Records": records}, _Invocation(self._timeout))
-            failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
-        except Exception:  # as Lambda: a raising function fails the whole batch
-            logger.exception("the email queue handler raised")
-            failed = {r["messageId"] for r in records}
-        done = [r for r in records if r["messageId"] not in failed]
-        for start in range(0, len(done), 10):
-            self._sqs.delete_message_batch(
-                QueueUrl=self.resources.queue_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": r["receiptHandle"]}
-                    for i, r in enumerate(done[start : start + 10])
-                ],
-            )
-        with self._lock:
-            self.processed += len(done)
-            self.retried += len(failed)
-        return len(messages)
+        return EmailQueueConsumer().handle
 
     def state(self) -> dict[str, Any]:
         """Counts for the dev console: waiting, in flight, processed, retried, dead letters."""
@@ -293,18 +181,7 @@ class LocalEmailQueue:
 def create_email_queue(aws: EmbeddedAws, *, workers: int = 2) -> LocalEmailQueue:
     """The email queue's resources on a started embedded AWS, and its (idle) workers.
 
-    Export its :attr:`~LocalEmailQueue.environment`, then :func:`start_email_queue`.
+    Export its :attr:`~LocalEmailQueue.environment`, then start it.
     """
     options = aws.client_options()
     return LocalEmailQueue(create_email_queue_resources(options), options, workers=workers)
-
-
-def start_email_queue(queue: LocalEmailQueue) -> LocalEmailQueue:
-    """Start the workers (their consumers read the environment the queue exported)."""
-    return queue.start()
-
-
-def stop_email_queue(queue: LocalEmailQueue | None) -> None:
-    """Stop the workers, if any (before the embedded AWS stops)."""
-    if queue is not None:
-        queue.stop()
