@@ -241,3 +241,41 @@ def test_methods_without_arguments(harness: Harness) -> None:
     health = harness.service.health_check()
     assert isinstance(health, HealthStatus)
     assert health.healthy, health.details
+
+
+_LONG_FIELDS: dict[str, Any] = {
+    "to": lambda s: {"to": s + "@example.com"},
+    "from": lambda s: {"to": "a@example.com", "from": s},
+    "header name": lambda s: {"to": "a@example.com", "headers": {"X-" + s: "v"}},
+    "header value": lambda s: {"to": "a@example.com", "headers": {"X-A": s + "\n"}},
+    "tag": lambda s: {"to": "a@example.com", "tags": {s: "v"}},
+    "category": lambda s: {"to": "a@example.com", "category": s},
+    "unknown field": lambda s: {"to": "a@example.com", s: 1},
+}
+
+
+@settings(max_examples=30)
+@given(
+    field=st.sampled_from(sorted(_LONG_FIELDS)),
+    filler=st.text(alphabet="abcxyz .:\u00e9", min_size=300, max_size=3000),
+)
+def test_long_input_is_shortened_in_error_messages(field: str, filler: str) -> None:
+    service = create_email_service("mock", default_from_email="app@milequest.example")
+    message = {"subject": "s", "text": "t", **_LONG_FIELDS[field](filler)}
+    calls = (
+        lambda: service.send_email(message),
+        lambda: service.send_templated_email(filler, "a@example.com", {}),
+        lambda: service.suppress_email("a@example.com", "UNSUBSCRIBE", filler),
+    )
+    for call in calls:
+        try:
+            call()
+        except EmailError as error:
+            text = str(error)
+        else:
+            pytest.fail(f"{field}: accepted")
+        assert len(text) < 400, (field, text[:200])
+        assert filler not in text
+    detail = service.validate_email(filler + "@" + filler).detail or ""
+    assert len(detail) < 400
+    assert filler not in detail

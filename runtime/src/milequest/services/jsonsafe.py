@@ -96,9 +96,13 @@ def _kind(value: object) -> str:
     return f"a value of type {type(value).__name__}"
 
 
-def _short(exc: Exception, limit: int = 80) -> str:
-    text = str(exc)
+def clip(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters (an ellipsis marks the cut)."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short(exc: Exception, limit: int = 80) -> str:
+    return clip(str(exc), limit)
 
 
 def shorten(value: object, limit: int = 80) -> str:
@@ -110,7 +114,7 @@ def shorten(value: object, limit: int = 80) -> str:
         text = repr(value) if not isinstance(value, list | dict | tuple) else _outline(value)
     except Exception:
         text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(text, limit)
 
 
 def _outline(value: list[Any] | dict[Any, Any] | tuple[Any, ...]) -> str:

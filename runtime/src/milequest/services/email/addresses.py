@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from email.utils import formataddr, getaddresses
 
+from milequest.services.jsonsafe import clip, shorten
+
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 field name: printable ASCII but ":"
 MAX_ADDRESS_CHARS = 998  # RFC 5322's line limit: no usable "Name <addr>" is longer
 _DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -62,13 +64,13 @@ def normalize_address(value: object) -> str:
         # Checked first: email-validator takes about a second on a megabyte.
         raise AddressError(f"address longer than {MAX_ADDRESS_CHARS} characters")
     if has_line_break(text):
-        raise AddressError(f"line break in address {value!r}")
+        raise AddressError(f"line break in address {shorten(value)}")
     if not is_unicode(text):
-        raise AddressError(f"address {value!r} is not valid Unicode")
+        raise AddressError(f"address {shorten(value)} is not valid Unicode")
     if "<" in text or ">" in text:
         parsed = getaddresses([text])
         if len(parsed) != 1 or not parsed[0][1] or not text.endswith(">"):
-            raise AddressError(f"not a single email address: {value!r}")
+            raise AddressError(f"not a single email address: {shorten(value)}")
         name, addr = parsed[0]
     else:  # a bare address is taken whole, so that "a b@x.com" is refused, not trimmed
         name, addr = "", text
@@ -77,7 +79,7 @@ def normalize_address(value: object) -> str:
     try:
         checked = validate_email(addr, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
-        raise AddressError(f"invalid email address {addr!r}: {exc}") from None
+        raise AddressError(f"invalid email address {shorten(addr)}: {clip(str(exc))}") from None
     ascii_addr = checked.ascii_email or checked.normalized
     return formataddr((name, ascii_addr)) if name else ascii_addr
 
@@ -104,27 +106,27 @@ def normalize_domain(value: object) -> str:
     if len(text) > 253:
         raise AddressError("a domain name has at most 253 characters")
     if has_line_break(text) or "@" in text or not is_unicode(text):
-        raise AddressError(f"not a domain name: {value!r}")
+        raise AddressError(f"not a domain name: {shorten(value)}")
     try:
         ascii_name = text.encode("idna").decode("ascii")
     except UnicodeError as exc:
-        raise AddressError(f"not a domain name: {value!r} ({exc})") from None
+        raise AddressError(f"not a domain name: {shorten(value)} ({exc})") from None
     labels = ascii_name.split(".")
     if len(labels) < 2 or len(ascii_name) > 253 or not all(_DOMAIN_LABEL.match(x) for x in labels):
-        raise AddressError(f"not a domain name: {value!r}")
+        raise AddressError(f"not a domain name: {shorten(value)}")
     return ascii_name
 
 
 def check_header(name: object, value: object) -> tuple[str, str]:
     """A custom header, refusing injection (line breaks), bad names and reserved headers."""
     if not isinstance(name, str) or not _HEADER_NAME.match(name):
-        raise ValueError(f"invalid header name {name!r}")
+        raise ValueError(f"invalid header name {shorten(name)}")
     if name.lower() in RESERVED_HEADERS:
-        raise ValueError(f"header {name!r} is set by the service; use the message fields")
+        raise ValueError(f"header {shorten(name)} is set by the service; use the message fields")
     if not isinstance(value, str):
-        raise ValueError(f"header {name!r} must be a string")
+        raise ValueError(f"header {shorten(name)} must be a string")
     if has_line_break(value):
-        raise ValueError(f"line break in header {name!r}")
+        raise ValueError(f"line break in header {shorten(name)}")
     if not is_unicode(value):
-        raise ValueError(f"header {name!r} is not valid Unicode")
+        raise ValueError(f"header {shorten(name)} is not valid Unicode")
     return name, value

@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from milequest.services import jsonsafe
+from milequest.services.jsonsafe import clip
 
 from .addresses import AddressError, check_header, has_line_break, is_unicode, normalize_address
 from .errors import EmailError, EmailErrorCode
@@ -297,6 +298,6 @@ def validation_error(exc: ValidationError) -> EmailError:
 
 
 def _build(code: EmailErrorCode, err: Any) -> EmailError:
-    where = ".".join(str(p) for p in err["loc"])
-    text = f"{where}: {err['msg']}" if where else str(err["msg"])
+    where = clip(".".join(str(p) for p in err["loc"]))  # the name of an unknown field
+    text = f"{where}: {clip(str(err['msg']), 300)}" if where else clip(str(err["msg"]), 300)
     return EmailError(code, text)

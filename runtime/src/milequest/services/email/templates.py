@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from milequest.services.jsonsafe import shorten
+
 from .errors import EmailError, EmailErrorCode
 
 TEMPLATE_PACKAGE = "milequest.templates"
@@ -111,7 +113,8 @@ def render_template(name: str, data: Mapping[str, Any]) -> RenderedEmail:
     if source is None:
         raise EmailError(
             EmailErrorCode.TEMPLATE_NOT_FOUND,
-            f"no template {name!r}; packaged templates: {', '.join(template_names()) or 'none'}",
+            f"no template {shorten(name)}; "
+            f"packaged templates: {', '.join(template_names()) or 'none'}",
         )
     return render_source(source, data)
 
