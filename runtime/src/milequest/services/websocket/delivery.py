@@ -192,13 +192,6 @@ class ConnectionPoster:
             if self._limiter is not None:
                 self._limiter.on_sending_request(request=None)
             response, parsed, error = self._send(path, data)
-            context = RetryContext(
-                attempt,
-                parsed_response=parsed,
-                http_response=response,
-                caught_exception=error,
-                request_context=request_context,
-            )
             if self._limiter is not None:
                 self._limiter.on_receiving_response(
                     attempts=attempt,
@@ -212,6 +205,13 @@ class ConnectionPoster:
                 # The quota's "after-call" hook reads the request context, not a RetryContext.
                 self._quota.release_retry_quota(cast(Any, request_context), response)
                 return status, None
+            context = RetryContext(
+                attempt,
+                parsed_response=parsed,
+                http_response=response,
+                caught_exception=error,
+                request_context=request_context,
+            )
             if (
                 self._attempts.is_retryable(context)
                 and self._conditions.is_retryable(context)
