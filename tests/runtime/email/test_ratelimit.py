@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from milequest.services.email.ratelimit import Pacer, RateLimiter
+from milequest.services.email.ratelimit import Pacer, RateLimiter, fleet_pace
 
 
 class FakeClock:
@@ -80,3 +80,39 @@ def test_property_no_one_second_window_holds_more_than_the_rate(
 def test_pacer_rate_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         Pacer(-1)
+
+
+@given(
+    rate=st.integers(3, 200),
+    consumers=st.integers(1, 8),
+    phases=st.lists(st.floats(0, 1), min_size=8, max_size=8),
+)
+def test_property_a_fleet_of_pacers_keeps_every_window_under_the_rate(
+    rate: int, consumers: int, phases: list[float]
+) -> None:
+    """N consumers, each pacing one-recipient sends at ``fleet_pace``, starting at any
+    phase and sending as fast as they may: no one-second window anywhere holds more than
+    the rate (where the rate leaves room for the pacers: rate > N)."""
+    if rate <= consumers:
+        return
+    pace = fleet_pace(rate, 1 / consumers)
+    assert pace <= rate * 0.95 / consumers
+    sends: list[float] = []
+    for phase in phases[:consumers]:
+        clock = FakeClock()
+        clock.now = phase
+        pacer = Pacer(pace, clock=clock.time, sleep=clock.sleep)
+        while clock.now < 6:
+            pacer.acquire(1)
+            sends.append(clock.now)
+    sends.sort()
+    for i, first in enumerate(sends):
+        in_window = sum(1 for at in sends[i:] if at < first + 1.0 - 1e-9)
+        assert in_window <= rate, (rate, consumers, pace)
+
+
+def test_the_fleet_pace_leaves_room_for_each_pacers_extra_send() -> None:
+    assert fleet_pace(50, 1 / 2) == pytest.approx(23.75)  # 5 % margin binds
+    assert fleet_pace(10, 1 / 2) == pytest.approx(4.0)  # (10 - 2) / 2
+    assert fleet_pace(14, 1 / 4) == pytest.approx(2.5)  # (14 - 4) / 4
+    assert fleet_pace(1, 1 / 2) == pytest.approx(0.25)  # no room: half the share

@@ -13,9 +13,24 @@ import time
 from collections.abc import Callable
 
 FLEET_MARGIN = 0.95
-"""Queue consumers pace at this share of their part of a provider's rate: sends leave
-evenly spaced but reach the provider with some jitter, and 5 % of headroom keeps any
-one-second window at the provider under the rate."""
+"""Queue consumers pace at most at this share of their part of a provider's rate: sends
+leave evenly spaced but reach the provider with some jitter (see :func:`fleet_pace`)."""
+
+
+def fleet_pace(rate: float, share: float) -> float:
+    """The pace of one of ``1 / share`` consumers that together must stay under ``rate``.
+
+    A pacer at ``r`` per second can put ``ceil(r)`` sends in a one-second window (one more
+    than ``r`` when the window starts on a send), so N pacers stay under ``rate`` in every
+    window only at ``(rate - N) / N`` each; 5 % is kept for jitter as well. Where the rate
+    is too small for that (``rate <= N``), half the share is the pace: no independent
+    pacers can then keep every window under the rate, and the provider's 429s are retried.
+    """
+    consumers = 1 / share
+    budget = min(rate * FLEET_MARGIN, rate - consumers)
+    if budget <= 0:
+        budget = rate / 2
+    return budget * share
 
 
 class RateLimiter:

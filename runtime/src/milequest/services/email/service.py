@@ -376,7 +376,7 @@ class EmailService(BaseService):
 
     def _rate_limiter(self) -> RateLimiter | Pacer | None:
         """The limiter of this process's sends, made again when the rate changes."""
-        from .ratelimit import FLEET_MARGIN, Pacer, RateLimiter
+        from .ratelimit import Pacer, RateLimiter, fleet_pace
 
         share = self.rate_share
         if share is None and not self.paces_direct_sends:
@@ -386,7 +386,7 @@ class EmailService(BaseService):
             return None
         kind: type[RateLimiter | Pacer] = RateLimiter
         if share is not None:
-            kind, rate = Pacer, rate * share * FLEET_MARGIN
+            kind, rate = Pacer, fleet_pace(rate, share)
         with self._limiter_lock:
             limiter = self._limiter
             if limiter is None or type(limiter) is not kind or limiter.rate != rate:
