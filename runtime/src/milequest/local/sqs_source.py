@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
@@ -99,7 +100,7 @@ def lambda_record(message: Mapping[str, Any], queue_arn: str, region: str) -> di
     }
 
 
-class SqsEventSource:
+class SqsEventSource(ABC):
     """``workers`` threads feeding one queue's batches to a handler.
 
     Subclasses give each worker its handler (:meth:`worker_handler`); tests and benchmarks
@@ -135,9 +136,9 @@ class SqsEventSource:
         self.processed = 0
         self.retried = 0
 
+    @abstractmethod
     def worker_handler(self) -> Handler:
         """The handler one worker runs (asked once per worker, in its thread)."""
-        raise NotImplementedError
 
     def start(self) -> Self:
         """Start the workers."""

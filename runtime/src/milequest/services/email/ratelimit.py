@@ -33,12 +33,8 @@ def fleet_pace(rate: float, share: float) -> float:
     return budget * share
 
 
-class RateLimiter:
-    """Reserve ``n`` sends at ``rate`` per second; callers sleep for their reservation.
-
-    A reservation larger than the remaining budget goes into debt, so a 50-recipient batch
-    at 14/s waits about 3.6 s instead of never fitting.
-    """
+class _Limiter:
+    """What both limiters hold: a positive rate, a clock, a way to sleep, a lock."""
 
     def __init__(
         self,
@@ -52,10 +48,27 @@ class RateLimiter:
         self.rate = rate
         self._clock = clock
         self._sleep = sleep
+        self._lock = threading.Lock()
+
+
+class RateLimiter(_Limiter):
+    """Reserve ``n`` sends at ``rate`` per second; callers sleep for their reservation.
+
+    A reservation larger than the remaining budget goes into debt, so a 50-recipient batch
+    at 14/s waits about 3.6 s instead of never fitting.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(rate, clock=clock, sleep=sleep)
         self._capacity = max(rate, 1.0)
         self._tokens = self._capacity
         self._stamp = clock()
-        self._lock = threading.Lock()
 
     def acquire(self, n: float = 1.0) -> float:
         """Take ``n`` tokens, sleeping as long as needed; returns the seconds waited."""
@@ -70,7 +83,7 @@ class RateLimiter:
         return wait
 
 
-class Pacer:
+class Pacer(_Limiter):
     """Space sends evenly at ``rate`` units per second, with no burst.
 
     A send of ``n`` units holds the next one back ``n / rate`` seconds, so any one-second
@@ -86,13 +99,8 @@ class Pacer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        self.rate = rate
-        self._clock = clock
-        self._sleep = sleep
+        super().__init__(rate, clock=clock, sleep=sleep)
         self._next = float("-inf")
-        self._lock = threading.Lock()
 
     def acquire(self, n: float = 1.0) -> float:
         """Wait for this send's turn and book ``n`` units; returns the seconds waited."""
