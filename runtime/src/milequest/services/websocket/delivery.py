@@ -6,13 +6,15 @@ repeats thousands of times, and through boto3 each call costs about 0.8 ms of Py
 fan-out was bound by botocore's CPU, not by the network. Here a post is what the SDK would
 send and nothing more: one signature by botocore's own ``SigV4Auth`` with the session's
 credentials (frozen again for every request, so rotated credentials are picked up) and one
-request on a pooled urllib3 connection. Retries are botocore's standard mode, made of its
+request on a pooled keep-alive connection. Retries are botocore's standard mode, made of its
 own pieces (``StandardRetryConditions``, ``ExponentialBackoff``, ``RetryQuotaChecker``, and
 ``ClientRateLimiter`` in adaptive mode). Everything else (DynamoDB, SQS, ``delete_connection``,
 the first frame of a new connection) stays on boto3.
 
-urllib3 on threads was chosen by measurement over an asyncio client (httpx): on this path
-httpx's ``AsyncClient`` spent several times more CPU per request than urllib3 does.
+The HTTP client is aiohttp on one event loop, chosen by measurement (scripts/bench_websocket.py,
+2,000 posts at 256 in flight on 2 CPUs): against urllib3 on 256 threads it spent about half the
+CPU per request (0.31 against 0.61 ms unsigned), because hundreds of threads contending for
+the GIL cost more than the requests; httpx's ``AsyncClient`` cost several times more than either.
 
 **Shards.** A channel with many subscribers is not delivered inline: :class:`ShardJob`
 messages (the frames, the channel and a page of its connection ids) go to an SQS queue, and
@@ -22,9 +24,10 @@ reach some connections queues exactly those again (:func:`remainder_jobs`).
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import functools
 import hashlib
-import http.client
 import json
 import logging
 import os
@@ -32,10 +35,9 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -43,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .protocol import CONNECTION_ID_RE, MAX_FRAME_BYTES
 
 if TYPE_CHECKING:
+    import aiohttp
     from botocore.awsrequest import AWSResponse
     from botocore.credentials import Credentials
     from mypy_boto3_sqs import SQSClient
@@ -52,8 +55,6 @@ logger = logging.getLogger("milequest.services.websocket.delivery")
 SIGNING_NAME = "execute-api"  # the management API's SigV4 service name
 _EXECUTE_API_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?\Z")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# How a request on a connection the server closed while idle fails before any answer.
-_CLOSED_WHILE_IDLE = (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)
 
 FailureKind = Literal["throttled", "unavailable", "unreachable", "forbidden", "rejected"]
 
@@ -102,6 +103,10 @@ class ConnectionPoster:
     - 403: our credentials or the endpoint are wrong; the posts still pending in the same
       :meth:`post_many` call are not sent (they fail the same way).
     - Any other answer: a failure, not retried.
+
+    The methods are synchronous and thread-safe: every call runs on the poster's own event
+    loop (one thread, started on first use), which keeps the pooled connections between
+    calls and holds at most ``concurrency`` requests in flight across all of them.
     """
 
     def __init__(
@@ -116,8 +121,6 @@ class ConnectionPoster:
         timeout: float = 5.0,
         backoff_random: Callable[[], float] | None = None,
     ) -> None:
-        import urllib3
-        from botocore.httpsession import get_cert_path
         from botocore.retries import quota, standard
 
         parts = urlsplit(endpoint.rstrip("/"))
@@ -130,8 +133,11 @@ class ConnectionPoster:
         self.region = region
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._prefix = f"{parts.path}/@connections/"
+        self._tls = parts.scheme == "https"
         self._credentials = credentials
         self.max_attempts = max_attempts
+        self.concurrency = concurrency
+        self.timeout = timeout
         self._detector = standard.ThrottlingErrorDetector(standard.RetryEventAdapter())
         # StandardRetryConditions minus its two service-specific checks (STS identity
         # provider errors, DynamoDB checksums), which need an operation model; the
@@ -150,29 +156,72 @@ class ConnectionPoster:
         )
         self._quota = standard.RetryQuotaChecker(quota.RetryQuota(), self._detector)
         self._limiter = _rate_limiter(self._detector) if retry_mode == "adaptive" else None
-        pool_options: dict[str, Any] = {}
-        if parts.scheme == "https":
-            pool_options["ca_certs"] = os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True)
-        self._pool = urllib3.connection_from_url(
-            self._origin,
-            maxsize=concurrency,
-            block=True,
-            timeout=urllib3.Timeout(connect=timeout, read=timeout),
-            retries=False,
-            **pool_options,
-        )
-        self.concurrency = concurrency
-        self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._runner: _LoopThread | None = None
 
-    # -- one connection ------------------------------------------------------------------
+    # -- the synchronous API -------------------------------------------------------------
 
     def post(self, connection_id: str, messages: Sequence[bytes]) -> Outcome:
         """Post ``messages`` to one connection in order; stops at a 410 or a failure."""
+        return self._run(lambda session: self._post(session, connection_id, messages))
+
+    def post_many(
+        self, work: Sequence[tuple[str, Sequence[bytes]]], *, deadline: float | None = None
+    ) -> list[Outcome]:
+        """Post to every connection concurrently; one :class:`Outcome` each, in order.
+
+        No connection is started after ``deadline`` (``time.monotonic()``): those come back
+        with ``attempted=False``. After a 403 none is started either: those come back with
+        that failure, as they would all have had it.
+        """
+        if not work:
+            return []
+        return self._run(lambda session: self._post_many(session, work, deadline))
+
+    def close(self) -> None:
+        """Close the pooled connections and stop the loop's thread."""
+        with self._lock:
+            runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.stop()
+
+    def _run(self, call: Callable[[_Session], Awaitable[_T]]) -> _T:
+        with self._lock:
+            if self._runner is None or not self._runner.usable():
+                self._runner = _LoopThread(self._new_session)
+            runner = self._runner
+        return runner.run(call)
+
+    # -- on the loop ---------------------------------------------------------------------
+
+    async def _new_session(self) -> _Session:
+        import ssl
+
+        import aiohttp
+        from botocore.httpsession import get_cert_path
+
+        context: ssl.SSLContext | bool = False
+        if self._tls:
+            context = ssl.create_default_context(
+                cafile=os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True)
+            )
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.concurrency, ssl=context),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=self.timeout, sock_read=self.timeout
+            ),
+            skip_auto_headers=("User-Agent", "Content-Type"),
+            auto_decompress=False,
+        )
+        return _Session(session, asyncio.Semaphore(self.concurrency))
+
+    async def _post(
+        self, session: _Session, connection_id: str, messages: Sequence[bytes]
+    ) -> Outcome:
         outcome = Outcome(connection_id)
         path = self._prefix + quote(connection_id, safe="")
         for data in messages:
-            status, failure = self._post_with_retries(path, data)
+            status, failure = await self._post_with_retries(session, path, data)
             if status == 410:
                 outcome.gone = True
                 break
@@ -182,7 +231,30 @@ class ConnectionPoster:
             outcome.delivered += 1
         return outcome
 
-    def _post_with_retries(self, path: str, data: bytes) -> tuple[int, Failure | None]:
+    async def _post_many(
+        self,
+        session: _Session,
+        work: Sequence[tuple[str, Sequence[bytes]]],
+        deadline: float | None,
+    ) -> list[Outcome]:
+        refusal: list[Failure] = []
+
+        async def one(connection_id: str, messages: Sequence[bytes]) -> Outcome:
+            async with session.gate:
+                if refusal:
+                    return Outcome(connection_id, failure=refusal[0])
+                if deadline is not None and time.monotonic() >= deadline:
+                    return Outcome(connection_id, attempted=False)
+                outcome = await self._post(session, connection_id, messages)
+            if outcome.failure is not None and outcome.failure.kind == "forbidden":
+                refusal.append(outcome.failure)
+            return outcome
+
+        return list(await asyncio.gather(*(one(cid, messages) for cid, messages in work)))
+
+    async def _post_with_retries(
+        self, session: _Session, path: str, data: bytes
+    ) -> tuple[int, Failure | None]:
         """Post until delivered, gone or out of retries; (HTTP status, failure or None)."""
         from botocore.retries.standard import RetryContext
 
@@ -190,8 +262,9 @@ class ConnectionPoster:
         attempt = 1
         while True:
             if self._limiter is not None:
-                self._limiter.on_sending_request(request=None)
-            response, parsed, error = self._send(path, data)
+                # The adaptive token bucket blocks the caller while it waits: in a thread.
+                await asyncio.to_thread(self._limiter.on_sending_request, request=None)
+            response, parsed, error = await self._send(session, path, data)
             if self._limiter is not None:
                 self._limiter.on_receiving_response(
                     attempts=attempt,
@@ -217,108 +290,115 @@ class ConnectionPoster:
                 and self._conditions.is_retryable(context)
                 and self._quota.acquire_retry_quota(context)
             ):
-                time.sleep(self._backoff.delay_amount(context))
+                await asyncio.sleep(self._backoff.delay_amount(context))
                 attempt += 1
                 continue
             throttled = self._detector.is_throttling_error_from_context(context)
             return status, _failure(status, parsed, error, throttled)
 
-    def _send(
-        self, path: str, data: bytes
+    async def _send(
+        self, session: _Session, path: str, data: bytes
     ) -> tuple[AWSResponse | None, dict[str, Any] | None, Exception | None]:
         """One signed attempt: the response, its parsed error (None: 2xx or 410) or the
         exception that stopped it, as botocore's retry checks expect them."""
-        import urllib3
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest, AWSResponse
+        import aiohttp
+        from botocore.awsrequest import AWSResponse
         from botocore.exceptions import HTTPClientError
 
-        # Signed again for every attempt, with the credentials of the moment (refreshed by
-        # botocore when they near expiry), as the SDK does. The Host header and the payload
-        # hash are given, as the JavaScript SDK sends them: the signer then neither parses
-        # the URL for the host nor prepares the whole request to hash its body.
         url = self._origin + path
-        headers = {"Host": self.host, "X-Amz-Content-SHA256": _sha256(data)}
-        request = AWSRequest("POST", url, data=data, headers=headers)
-        SigV4Auth(self._credentials.get_frozen_credentials(), SIGNING_NAME, self.region).add_auth(
-            request
-        )
-        signed = dict(request.headers.items())
+        headers = self._signed_headers(url, data)
         try:
             try:
-                answer = self._urlopen(path, data, signed)
-            except urllib3.exceptions.ProtocolError as exc:
-                if not any(isinstance(a, _CLOSED_WHILE_IDLE) for a in exc.args):
+                status, answer_headers, body = await self._request(session, url, data, headers)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if isinstance(exc, aiohttp.ClientConnectorError) or (
+                    isinstance(exc, aiohttp.ClientOSError)
+                    and exc.errno not in (errno.ECONNRESET, errno.EPIPE)
+                ):
                     raise
                 # A pooled keep-alive connection the server had closed while it was idle:
                 # sent again at once on another connection, as HTTP clients do, rather than
                 # spending an attempt and the retry quota (a pool of hundreds of idle
                 # connections can hold dozens of these after a pause).
-                answer = self._urlopen(path, data, signed)
-        except urllib3.exceptions.HTTPError as exc:
+                status, answer_headers, body = await self._request(session, url, data, headers)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return None, None, HTTPClientError(error=exc)
-        status = answer.status
         if 200 <= status < 300 or status == 410:  # the retry quota reads the status only
             return AWSResponse(url, status, cast(Any, {}), None), None, None
         # AWSResponse copies the headers into its own case-insensitive dict.
-        response = AWSResponse(url, status, cast(Any, answer.headers), None)
-        return response, _parsed_error(status, response.headers, answer.data), None
+        response = AWSResponse(url, status, cast(Any, answer_headers), None)
+        return response, _parsed_error(status, response.headers, body), None
 
-    def _urlopen(self, path: str, data: bytes, headers: dict[str, str]) -> Any:
-        return self._pool.urlopen(
-            "POST",
-            path,
-            body=data,
-            headers=headers,
-            retries=False,
-            redirect=False,
-            assert_same_host=False,
-            preload_content=True,
+    def _signed_headers(self, url: str, data: bytes) -> dict[str, str]:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        # Signed again for every attempt, with the credentials of the moment (refreshed by
+        # botocore when they near expiry), as the SDK does. The Host header and the payload
+        # hash are given, as the JavaScript SDK sends them: the signer then neither parses
+        # the URL for the host nor prepares the whole request to hash its body.
+        headers = {"Host": self.host, "X-Amz-Content-SHA256": _sha256(data)}
+        request = AWSRequest("POST", url, data=data, headers=headers)
+        SigV4Auth(self._credentials.get_frozen_credentials(), SIGNING_NAME, self.region).add_auth(
+            request
         )
+        return dict(request.headers.items())
 
-    # -- many connections ----------------------------------------------------------------
+    @staticmethod
+    async def _request(
+        session: _Session, url: str, data: bytes, headers: dict[str, str]
+    ) -> tuple[int, Any, bytes]:
+        from yarl import URL
 
-    def post_many(
-        self, work: Sequence[tuple[str, Sequence[bytes]]], *, deadline: float | None = None
-    ) -> list[Outcome]:
-        """Post to every connection concurrently; one :class:`Outcome` each, in order.
+        # encoded=True: the path goes out exactly as it was signed (an id's "%3D" stays).
+        request = session.http.post(URL(url, encoded=True), data=data, headers=headers)
+        async with request as answer:
+            return answer.status, answer.headers, await answer.read()
 
-        No connection is started after ``deadline`` (``time.monotonic()``): those come back
-        with ``attempted=False``. After a 403 none is started either: those come back with
-        that failure, as they would all have had it.
-        """
-        if len(work) <= 1:
-            return [self.post(cid, messages) for cid, messages in work]
-        refusal: list[Failure] = []
 
-        def one(item: tuple[str, Sequence[bytes]]) -> Outcome:
-            connection_id, messages = item
-            if refusal:
-                return Outcome(connection_id, failure=refusal[0])
-            if deadline is not None and time.monotonic() >= deadline:
-                return Outcome(connection_id, attempted=False)
-            outcome = self.post(connection_id, messages)
-            if outcome.failure is not None and outcome.failure.kind == "forbidden":
-                refusal.append(outcome.failure)
-            return outcome
+_T = TypeVar("_T")
 
-        return list(self._pool_executor().map(one, work))
 
-    def _pool_executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=self.concurrency, thread_name_prefix="ws-post"
-                )
-            return self._executor
+@dataclass(slots=True)
+class _Session:
+    """What a poster's loop holds: the pooled HTTP session and the in-flight cap."""
 
-    def close(self) -> None:
-        """Stop the threads and close the pooled connections."""
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
-        self._pool.close()
+    http: aiohttp.ClientSession
+    gate: asyncio.Semaphore
+
+
+class _LoopThread:
+    """An event loop in a daemon thread, with one session made on it.
+
+    Why not ``asyncio.run`` per call: the pooled connections (and their TLS sessions) must
+    outlive a call, and they belong to the loop that opened them.
+    """
+
+    def __init__(self, new_session: Callable[[], Coroutine[Any, Any, _Session]]) -> None:
+        self._pid = os.getpid()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="ws-post-loop", daemon=True
+        )
+        self._thread.start()
+        self.session = asyncio.run_coroutine_threadsafe(new_session(), self._loop).result()
+
+    def usable(self) -> bool:
+        """False in a forked child: the loop's thread did not come along."""
+        return self._pid == os.getpid() and self._thread.is_alive()
+
+    def run(self, call: Callable[[_Session], Awaitable[_T]]) -> _T:
+        async def on_the_loop() -> _T:
+            return await call(self.session)
+
+        return asyncio.run_coroutine_threadsafe(on_the_loop(), self._loop).result()
+
+    def stop(self) -> None:
+        if self.usable():
+            asyncio.run_coroutine_threadsafe(self.session.http.close(), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
 
 
 @functools.lru_cache(maxsize=64)
