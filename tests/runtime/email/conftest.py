@@ -3,23 +3,19 @@ servers, clean settings."""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import os
-import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage as MimeMessage
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from tests.conftest import free_port
+from tests.conftest import free_port, server_tls_context
 from tests.runtime.email import resend_server, sendgrid_server
 from tests.runtime.email.api_server import ApiServer
 from tests.runtime.email.queue_harness import QueueHarness
@@ -215,53 +211,6 @@ class SmtpServer:
         return out
 
 
-@pytest.fixture(scope="session")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """A self-signed certificate for ``localhost`` (cert and key paths)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder: Path = tmp_path_factory.mktemp("tls")
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(cert_path), str(key_path)
-
-
-def _server_context(tls_files: tuple[str, str]) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*tls_files)
-    return context
-
-
 def _serve(security: str, ca_file: str | None = None, **options: Any) -> Iterator[SmtpServer]:
     handler = SinkHandler()
     port = free_port()
@@ -282,7 +231,7 @@ def _smtp_starttls(tls_files: tuple[str, str]) -> Iterator[SmtpServer]:
         "starttls",
         tls_files[0],
         server_hostname="localhost",
-        tls_context=_server_context(tls_files),
+        tls_context=server_tls_context(tls_files),
         require_starttls=True,
         authenticator=_authenticator,
         auth_required=True,
@@ -292,7 +241,7 @@ def _smtp_starttls(tls_files: tuple[str, str]) -> Iterator[SmtpServer]:
 @pytest.fixture(scope="session")
 def _smtp_ssl(tls_files: tuple[str, str]) -> Iterator[SmtpServer]:
     yield from _serve(
-        "ssl", tls_files[0], server_hostname="localhost", ssl_context=_server_context(tls_files)
+        "ssl", tls_files[0], server_hostname="localhost", ssl_context=server_tls_context(tls_files)
     )
 
 

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import re
+import ssl
 import sys
 import threading
 import time
@@ -226,8 +227,12 @@ class LocalServer:
         self.server.server_close()
 
 
-def start_connections_endpoint() -> tuple[LocalServer, ConnectionsState]:
+def start_connections_endpoint(
+    tls: ssl.SSLContext | None = None,
+) -> tuple[LocalServer, ConnectionsState]:
     server = _ConnectionsServer(("127.0.0.1", 0), _ConnectionsHandler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.state = ConnectionsState()
     return LocalServer(server), server.state
 

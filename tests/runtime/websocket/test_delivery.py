@@ -7,6 +7,8 @@ so a request that arrives was signed correctly for what was sent.
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import os
 import re
 import socket
 import socketserver
@@ -23,8 +25,10 @@ from hypothesis import strategies as st
 from milequest.services.websocket import protocol
 from milequest.services.websocket.delivery import ConnectionPoster, management_region
 
-from .conftest import new_connection_id
-from .endpoints import ConnectionsState
+from tests.conftest import server_tls_context
+
+from .conftest import STAGE, new_connection_id
+from .endpoints import ConnectionsState, start_connections_endpoint
 
 KEY, SECRET = "AKIDLOCAL", "local-secret"
 
@@ -313,3 +317,63 @@ def test_a_connection_closed_while_idle_is_sent_again_without_an_attempt() -> No
     assert second.failure is None  # with one attempt allowed: the resend was not one
     assert server.posts == [b"1", b"2"]
     assert server.requests == 3
+
+
+def _post_from_child(poster: ConnectionPoster, connection_id: str) -> None:
+    outcome = poster.post(connection_id, [b"child"])
+    os._exit(0 if outcome.delivered == 1 else 1)
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_posts_on_a_loop_of_its_own(
+    poster: ConnectionPoster, signed: ConnectionsState
+) -> None:
+    # The parent's loop runs in a thread, which a forked child does not inherit: a child
+    # that waited on it would hang (a pre-forking server starts its workers this way).
+    assert poster.post(new_connection_id(), [b"parent"]).delivered == 1
+    cid = new_connection_id()
+    child = multiprocessing.get_context("fork").Process(target=_post_from_child, args=(poster, cid))
+    child.start()
+    child.join(30)
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0
+    assert signed.posts[cid] == [b"child"]
+
+
+@pytest.fixture
+def tls_endpoint(tls_files: tuple[str, str]) -> Iterator[tuple[str, ConnectionsState]]:
+    """The @connections endpoint over HTTPS, with a self-signed certificate."""
+    server, state = start_connections_endpoint(tls=server_tls_context(tls_files))
+    state.keys[KEY] = SECRET
+    yield f"https://localhost:{server.port}/{STAGE}", state
+    server.stop()
+
+
+def test_https_with_the_ca_bundle_of_the_environment(
+    tls_endpoint: tuple[str, ConnectionsState],
+    tls_files: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    endpoint, state = tls_endpoint
+    cid = new_connection_id()
+    monkeypatch.setenv("AWS_CA_BUNDLE", tls_files[0])
+    poster = _poster(endpoint)
+    outcome = poster.post(cid, [b"over tls"])
+    poster.close()
+    assert (outcome.delivered, outcome.failure) == (1, None)
+    assert state.posts[cid] == [b"over tls"]
+
+
+def test_an_untrusted_certificate_is_an_unreachable_failure(
+    tls_endpoint: tuple[str, ConnectionsState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint, state = tls_endpoint
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    poster = _poster(endpoint, max_attempts=2)
+    outcome = poster.post(new_connection_id(), [b"x"])
+    poster.close()
+    assert outcome.failure is not None
+    assert (outcome.failure.kind, outcome.failure.status) == ("unreachable", 0)
+    assert "certificate" in outcome.failure.message.lower()
+    assert not state.posts

@@ -25,6 +25,7 @@ reach some connections queues exactly those again (:func:`remainder_jobs`).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import errno
 import functools
 import hashlib
@@ -35,6 +36,7 @@ import random
 import re
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
@@ -382,6 +384,7 @@ class _LoopThread:
         )
         self._thread.start()
         self.session = asyncio.run_coroutine_threadsafe(new_session(), self._loop).result()
+        _RUNNING.add(self)
 
     def usable(self) -> bool:
         """False in a forked child: the loop's thread did not come along."""
@@ -394,11 +397,22 @@ class _LoopThread:
         return asyncio.run_coroutine_threadsafe(on_the_loop(), self._loop).result()
 
     def stop(self) -> None:
-        if self.usable():
+        _RUNNING.discard(self)
+        if self.usable() and not self._loop.is_closed():
             asyncio.run_coroutine_threadsafe(self.session.http.close(), self._loop).result()
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
             self._loop.close()
+
+
+_RUNNING: weakref.WeakSet[_LoopThread] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    """Close what nobody closed: pooled connections end cleanly, with no warning."""
+    for runner in list(_RUNNING):
+        runner.stop()
 
 
 @functools.lru_cache(maxsize=64)
