@@ -6,6 +6,7 @@ so a request that arrives was signed correctly for what was sent.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import multiprocessing
 import os
@@ -15,6 +16,7 @@ import socketserver
 import struct
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -377,3 +379,27 @@ def test_an_untrusted_certificate_is_an_unreachable_failure(
     assert (outcome.failure.kind, outcome.failure.status) == ("unreachable", 0)
     assert "certificate" in outcome.failure.message.lower()
     assert not state.posts
+
+
+def _loop_threads() -> int:
+    return sum(thread.name == "ws-post-loop" for thread in threading.enumerate())
+
+
+def test_a_poster_nobody_closed_stops_its_loop_when_collected(
+    management_endpoint: str, signed: ConnectionsState, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = _loop_threads()
+    poster = _poster(management_endpoint)
+    assert poster.post(new_connection_id(), [b"x"]).delivered == 1
+    assert _loop_threads() == before + 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del poster
+        gc.collect()
+        deadline = time.monotonic() + 5
+        while _loop_threads() > before and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert _loop_threads() == before
+    unclosed = [w for w in caught if "nclosed" in str(w.message)]
+    assert not unclosed
+    assert "nclosed" not in caplog.text

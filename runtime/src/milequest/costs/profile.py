@@ -102,7 +102,8 @@ class HandlerTimes(_Model):
     client_event: float = Field(default=30, ge=0, le=60_000)
     publish: float = Field(default=30, ge=0, le=60_000)
     fanout_shard: float = Field(default=30, ge=0, le=60_000)
-    # One post_to_connection: the local benchmark delivers about 900 a second on 2 cores.
+    # One post_to_connection, rounded up: scripts/bench_websocket.py measures the provider's
+    # fan-out at 0.6 to 0.75 CPU ms per delivery on 2 shared vCPUs.
     per_delivery: float = Field(default=1.0, ge=0, le=60_000)
 
 

@@ -25,7 +25,6 @@ reach some connections queues exactly those again (:func:`remainder_jobs`).
 from __future__ import annotations
 
 import asyncio
-import atexit
 import errno
 import functools
 import hashlib
@@ -160,6 +159,7 @@ class ConnectionPoster:
         self._limiter = _rate_limiter(self._detector) if retry_mode == "adaptive" else None
         self._lock = threading.Lock()
         self._runner: _LoopThread | None = None
+        self._stopper: weakref.finalize[Any, Any] | None = None
 
     # -- the synchronous API -------------------------------------------------------------
 
@@ -181,16 +181,20 @@ class ConnectionPoster:
         return self._run(lambda session: self._post_many(session, work, deadline))
 
     def close(self) -> None:
-        """Close the pooled connections and stop the loop's thread."""
+        """Close the pooled connections and stop the loop's thread (both come back on use)."""
         with self._lock:
-            runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.stop()
+            stopper, self._stopper, self._runner = self._stopper, None, None
+        if stopper is not None:
+            stopper()
 
     def _run(self, call: Callable[[_Session], Awaitable[_T]]) -> _T:
         with self._lock:
             if self._runner is None or not self._runner.usable():
+                if self._stopper is not None:
+                    self._stopper.detach()  # a forked child's copy: nothing of it runs here
                 self._runner = _LoopThread(self._new_session)
+                # Stopped when the poster is collected or at exit, if nobody closed it.
+                self._stopper = weakref.finalize(self, self._runner.stop)
             runner = self._runner
         return runner.run(call)
 
@@ -384,7 +388,6 @@ class _LoopThread:
         )
         self._thread.start()
         self.session = asyncio.run_coroutine_threadsafe(new_session(), self._loop).result()
-        _RUNNING.add(self)
 
     def usable(self) -> bool:
         """False in a forked child: the loop's thread did not come along."""
@@ -397,22 +400,16 @@ class _LoopThread:
         return asyncio.run_coroutine_threadsafe(on_the_loop(), self._loop).result()
 
     def stop(self) -> None:
-        _RUNNING.discard(self)
-        if self.usable() and not self._loop.is_closed():
-            asyncio.run_coroutine_threadsafe(self.session.http.close(), self._loop).result()
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        """Close the session, then end the loop; waits for both unless called on the loop
+        (a garbage collection can run a finalizer there)."""
+        if not self.usable() or self._loop.is_closed():
+            return
+        closing = asyncio.run_coroutine_threadsafe(self.session.http.close(), self._loop)
+        closing.add_done_callback(lambda _: self._loop.call_soon_threadsafe(self._loop.stop))
+        if threading.current_thread() is not self._thread:
+            closing.result()
             self._thread.join()
             self._loop.close()
-
-
-_RUNNING: weakref.WeakSet[_LoopThread] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_at_exit() -> None:
-    """Close what nobody closed: pooled connections end cleanly, with no warning."""
-    for runner in list(_RUNNING):
-        runner.stop()
 
 
 @functools.lru_cache(maxsize=64)
