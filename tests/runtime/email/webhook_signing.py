@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import NameOID
 
+from tests.conftest import self_signed_certificate
 from tests.runtime.email.api_server import ApiHandler, ApiServer, ApiState, Recorded, Reply
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -88,19 +87,10 @@ class SnsSigner:
 
 
 def _certificate(key: rsa.RSAPrivateKey) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
+    pem: bytes = self_signed_certificate(key, "sns.amazonaws.com").public_bytes(
+        serialization.Encoding.PEM
     )
-    return cert.public_bytes(serialization.Encoding.PEM)
+    return pem
 
 
 @contextmanager
