@@ -45,6 +45,7 @@ TokenVerifier = Callable[[str], str]
 _verifier: TokenVerifier | None = None
 _lambda: tuple[str | None, Any] | None = None  # (endpoint, boto3 Lambda client)
 _lambda_lock = threading.Lock()
+_settings_of: tuple[object, WebSocketSettings] | None = None  # (the service, its settings)
 
 # Service error codes that mean the client did something wrong (logged at INFO, not ERROR).
 _CLIENT_MISTAKES = frozenset(
@@ -150,9 +151,21 @@ def _service() -> ConnectionService:
 
 
 def _settings() -> WebSocketSettings:
+    """The settings the current service was made from, read once with it.
+
+    Reading the environment costs about a millisecond (pydantic-settings), on every
+    ``$connect`` and ``announce``; the service is made again when the settings may have
+    changed (``reset_services``, a SnapStart restore), and these with it.
+    """
+    global _settings_of
+    from milequest.services import get_service
     from milequest.services.websocket.settings import read_settings
 
-    return read_settings()
+    service = get_service("websocket")
+    cached = _settings_of
+    if cached is None or cached[0] is not service:
+        cached = _settings_of = (service, read_settings())
+    return cached[1]
 
 
 # -- authorizer (opt-in) --------------------------------------------------------------------
