@@ -403,3 +403,32 @@ def test_a_poster_nobody_closed_stops_its_loop_when_collected(
     unclosed = [w for w in caught if "nclosed" in str(w.message)]
     assert not unclosed
     assert "nclosed" not in caplog.text
+
+
+def test_closing_during_a_fan_out_ends_it_at_once_and_the_poster_comes_back(
+    management_endpoint: str, signed: ConnectionsState
+) -> None:
+    ids = [new_connection_id() for _ in range(4)]
+    for cid in ids:
+        signed.throttle[cid] = 100  # 429s: each post waits a second in botocore's backoff
+    poster = _poster(management_endpoint, backoff_random=lambda: 1.0)
+    raised: list[BaseException] = []
+
+    def fan_out() -> None:
+        try:
+            poster.post_many([(cid, [b"x"]) for cid in ids])
+        except BaseException as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=fan_out)
+    worker.start()
+    time.sleep(0.5)  # the first tries failed; the posts are sleeping before their retries
+    started = time.monotonic()
+    poster.close()
+    worker.join(10)
+    assert not worker.is_alive()
+    assert time.monotonic() - started < 1.5  # not the seconds of backoff left
+    assert [type(exc) for exc in raised] == [RuntimeError], raised
+    assert "closed" in str(raised[0]), raised
+    assert poster.post(new_connection_id(), [b"again"]).delivered == 1
+    poster.close()

@@ -25,6 +25,7 @@ reach some connections queues exactly those again (:func:`remainder_jobs`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import functools
 import hashlib
@@ -382,6 +383,8 @@ class _LoopThread:
 
     def __init__(self, new_session: Callable[[], Coroutine[Any, Any, _Session]]) -> None:
         self._pid = os.getpid()
+        self._state = threading.Lock()
+        self._stopping = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="ws-post-loop", daemon=True
@@ -394,17 +397,37 @@ class _LoopThread:
         return self._pid == os.getpid() and self._thread.is_alive()
 
     def run(self, call: Callable[[_Session], Awaitable[_T]]) -> _T:
+        """Run ``call`` on the loop and wait for it; RuntimeError once :meth:`stop` began."""
+
         async def on_the_loop() -> _T:
             return await call(self.session)
 
-        return asyncio.run_coroutine_threadsafe(on_the_loop(), self._loop).result()
+        with self._state:
+            if self._stopping:
+                raise RuntimeError("the connection poster was closed")
+            future = asyncio.run_coroutine_threadsafe(on_the_loop(), self._loop)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise RuntimeError("the connection poster was closed while posting") from None
 
     def stop(self) -> None:
-        """Close the session, then end the loop; waits for both unless called on the loop
-        (a garbage collection can run a finalizer there)."""
-        if not self.usable() or self._loop.is_closed():
-            return
-        closing = asyncio.run_coroutine_threadsafe(self.session.http.close(), self._loop)
+        """Cancel the calls in progress, close the session, then end the loop; waits for
+        all of it unless called on the loop (a garbage collection can run a finalizer
+        there)."""
+        with self._state:
+            if self._stopping or not self.usable():
+                return
+            self._stopping = True
+
+        async def shut_down() -> None:
+            pending = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await self.session.http.close()
+
+        closing = asyncio.run_coroutine_threadsafe(shut_down(), self._loop)
         closing.add_done_callback(lambda _: self._loop.call_soon_threadsafe(self._loop.stop))
         if threading.current_thread() is not self._thread:
             closing.result()
