@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 FLEET_MARGIN = 0.95
@@ -33,7 +34,7 @@ def fleet_pace(rate: float, share: float) -> float:
     return budget * share
 
 
-class _Limiter:
+class _Limiter(ABC):
     """What both limiters hold: a positive rate, a clock, a way to sleep, a lock."""
 
     def __init__(
@@ -49,6 +50,11 @@ class _Limiter:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._start(clock())
+
+    @abstractmethod
+    def _start(self, now: float) -> None:
+        """Set the limiter's own state, at ``now`` on its clock."""
 
 
 class RateLimiter(_Limiter):
@@ -58,17 +64,10 @@ class RateLimiter(_Limiter):
     at 14/s waits about 3.6 s instead of never fitting.
     """
 
-    def __init__(
-        self,
-        rate: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        super().__init__(rate, clock=clock, sleep=sleep)
-        self._capacity = max(rate, 1.0)
+    def _start(self, now: float) -> None:
+        self._capacity = max(self.rate, 1.0)
         self._tokens = self._capacity
-        self._stamp = clock()
+        self._stamp = now
 
     def acquire(self, n: float = 1.0) -> float:
         """Take ``n`` tokens, sleeping as long as needed; returns the seconds waited."""
@@ -92,14 +91,7 @@ class Pacer(_Limiter):
     pacers at ``rate / N`` each never exceeds ``rate`` together.
     """
 
-    def __init__(
-        self,
-        rate: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        super().__init__(rate, clock=clock, sleep=sleep)
+    def _start(self, now: float) -> None:
         self._next = float("-inf")
 
     def acquire(self, n: float = 1.0) -> float:
