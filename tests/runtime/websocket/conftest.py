@@ -13,13 +13,13 @@ from typing import Any
 
 import boto3
 import pytest
+from milequest.local.aws import EmbeddedMotoServer
 from milequest.services.websocket.apigateway import (
     TTL_ATTRIBUTE,
     ApiGatewayWebSocketService,
     table_definition,
 )
 from milequest.services.websocket.pusher import PusherWebSocketService
-from moto.server import ThreadedMotoServer
 
 from tests.conftest import free_port
 
@@ -42,7 +42,8 @@ logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    """moto in server mode, as the local stack runs it (DynamoDB updates atomic per item)."""
+    server = EmbeddedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
